@@ -1,0 +1,223 @@
+"""MeshWarp: the analytic renderer. Source photo + rig coefficients -> frame, no trained weights.
+
+A piecewise-affine warp over the face mesh, a soft ring of vertices around the face so hair,
+neck and background bend smoothly and stay put far from it, triangles drawn far to near so
+folds become occlusion, plus painted layers where a warp cannot invent pixels: the mouth
+interior (cavity, teeth, tongue) and the eyeballs (sclera and an iris that moves).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.spatial import Delaunay
+
+from models.rig import (
+    EYE_LEFT_LOWER,
+    EYE_LEFT_UPPER,
+    EYE_RIGHT_LOWER,
+    EYE_RIGHT_UPPER,
+    FACE_OVAL,
+    IRIS_LEFT,
+    IRIS_RIGHT,
+    LOWER_INNER_LIP,
+    NUM_BLENDSHAPES,
+    UPPER_INNER_LIP,
+    Rig,
+    RigConfig,
+    mesh_triangles,
+)
+from models.texture import EyeLayer, MouthLayer
+
+__all__ = ["MeshWarp", "MeshWarpConfig"]
+
+
+@dataclass(frozen=True)
+class MeshWarpConfig:
+    """Renderer settings."""
+
+    map_scale: float = 0.5  # the warp map is computed at this fraction of the output size
+    ring_scales: tuple[float, ...] = (1.18, 1.45, 1.85, 2.4)  # rings around the face oval (x its radius)
+    ring_follow: tuple[float, ...] = (0.8, 0.5, 0.2, 0.0)  # how much of the oval's motion each ring follows
+    paint_mouth: bool = True
+    paint_eyes: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.2 <= self.map_scale <= 1.0:
+            raise ValueError(f"map_scale must be in [0.2, 1], got {self.map_scale}")
+        if len(self.ring_scales) != len(self.ring_follow) or not self.ring_scales:
+            raise ValueError("ring_scales and ring_follow must be non-empty and of equal length")
+        if self.ring_follow[-1] != 0.0:
+            raise ValueError("the outermost ring must stay put (ring_follow[-1] == 0)")
+
+
+def _hole_quads(upper: tuple[int, ...], lower: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """Triangles filling the opening between two index chains that share their end points."""
+    tris = []
+    for i in range(len(upper) - 1):
+        a, b, c, d = upper[i], upper[i + 1], lower[i], lower[i + 1]
+        if a == c:
+            tris.append((a, b, d))
+        elif b == d:
+            tris.append((a, b, c))
+        else:
+            tris.append((a, b, d))
+            tris.append((a, d, c))
+    return tris
+
+
+class MeshWarp:
+    """Animate one portrait.
+
+    Args:
+        image: (H, W, 3) uint8 RGB source photo.
+        landmarks: (478, 3) its landmarks in pixels (models.landmarks).
+        rig: a rig built on these landmarks (built here when omitted).
+        config: renderer settings.
+    """
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        landmarks: np.ndarray,
+        rig: Rig | None = None,
+        config: MeshWarpConfig | None = None,
+        rig_config: RigConfig | None = None,
+    ) -> None:
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+            raise TypeError(f"expected a uint8 numpy image, got {getattr(image, 'dtype', type(image))}")
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+        self.config = config or MeshWarpConfig()
+        self.image = np.ascontiguousarray(image)
+        self.height, self.width = image.shape[:2]
+        self.rig = rig if rig is not None else Rig(landmarks, rig_config)
+        src = np.asarray(landmarks, dtype=np.float64)
+
+        # Vertices: the 478 landmarks, then the rings around the face oval.
+        oval = src[list(FACE_OVAL), :2]
+        self._oval_centre = oval.mean(0)
+        rings = [self._oval_centre + s * (oval - self._oval_centre) for s in self.config.ring_scales]
+        self._ring_src = np.concatenate(rings)  # (R*36, 2)
+        self._ring_follow = np.repeat(np.array(self.config.ring_follow), len(FACE_OVAL))
+        self._num_face = src.shape[0]
+        self.src_xy = np.concatenate([src[:, :2], self._ring_src]).astype(np.float64)
+
+        # Triangles: the face mesh, the mouth and eye openings, and the ring (Delaunay outside the oval).
+        tris = [tuple(t) for t in mesh_triangles()]
+        tris += _hole_quads(UPPER_INNER_LIP, LOWER_INNER_LIP)
+        tris += _hole_quads(EYE_RIGHT_UPPER, EYE_RIGHT_LOWER)
+        tris += _hole_quads(EYE_LEFT_UPPER, EYE_LEFT_LOWER)
+        ring_ids = np.concatenate([np.array(FACE_OVAL), self._num_face + np.arange(len(self._ring_src))])
+        pts = self.src_xy[ring_ids]
+        dl = Delaunay(pts)
+        oval_path = oval.astype(np.float32).reshape(-1, 1, 2)
+        for t in dl.simplices:
+            cen = pts[t].mean(0)
+            if cv2.pointPolygonTest(oval_path, (float(cen[0]), float(cen[1])), False) < 0:
+                tris.append(tuple(int(ring_ids[k]) for k in t))
+        self.triangles = np.array(tris, dtype=np.int64)
+        # Region the warp can touch: the outermost ring's bounding box.
+        outer = rings[-1]
+        x0, y0 = np.floor(outer.min(0)).astype(int)
+        x1, y1 = np.ceil(outer.max(0)).astype(int)
+        self._box = (max(x0, 0), max(y0, 0), min(x1, self.width), min(y1, self.height))
+        self._setup_maps()
+        self.mouth = MouthLayer(self.image, src, self.rig.photo_exp) if self.config.paint_mouth else None
+        self.eyes = (
+            [EyeLayer(self.image, src, EYE_RIGHT_UPPER, EYE_RIGHT_LOWER, IRIS_RIGHT),
+             EyeLayer(self.image, src, EYE_LEFT_UPPER, EYE_LEFT_LOWER, IRIS_LEFT)]
+            if self.config.paint_eyes else []
+        )  # fmt: skip
+
+    def _setup_maps(self) -> None:
+        bx0, by0, bx1, by1 = self._box
+        s = self.config.map_scale
+        # Half-resolution map pixel j stands for full-resolution coordinate (j + 0.5) / s - 0.5.
+        self._mw = max(int(np.ceil((bx1 - bx0) * s)), 1)
+        self._mh = max(int(np.ceil((by1 - by0) * s)), 1)
+        jx = (np.arange(self._mw) + 0.5) / s - 0.5 + bx0
+        jy = (np.arange(self._mh) + 0.5) / s - 0.5 + by0
+        self._gx, self._gy = np.meshgrid(jx.astype(np.float32), jy.astype(np.float32))
+        self._ids = np.zeros((self._mh, self._mw), dtype=np.uint16)
+        self._full_w = bx1 - bx0
+        self._full_h = by1 - by0
+
+    # ------------------------------------------------------------------------------------
+    def target_vertices(self, exp: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Target (N, 2) pixel positions of all warp vertices and the landmarks (478, 3)."""
+        lm = self.rig.landmarks(exp, pose)
+        disp = lm[list(FACE_OVAL), :2] - self.src_xy[list(FACE_OVAL)]
+        ring_disp = np.tile(disp, (len(self.config.ring_scales), 1)) * self._ring_follow[:, None]
+        tgt = np.concatenate([lm[:, :2], self._ring_src + ring_disp])
+        return tgt, lm
+
+    def render(self, exp: np.ndarray, pose: np.ndarray | None = None) -> np.ndarray:
+        """Render blendshape weights exp (52,) in [0, 1] and pose (6,) to an (H, W, 3) uint8 frame.
+
+        Weights are absolute: all zeros is the relaxed face with the mouth closed, whatever the
+        photo's own expression (the rig renders the difference from it).
+        """
+        exp = np.asarray(exp, dtype=np.float64)
+        if exp.shape != (NUM_BLENDSHAPES,):
+            raise ValueError(f"expected exp of shape ({NUM_BLENDSHAPES},), got {exp.shape}")
+        pose = np.zeros(6) if pose is None else np.asarray(pose, dtype=np.float64)
+        tgt, lm = self.target_vertices(exp, pose)
+        frame = self._warp(tgt, lm[:, 2])
+        # Landmark motion of the shapes is relative to the photo; layers need absolute weights.
+        if self.mouth is not None:
+            self.mouth.paint(frame, lm, exp)
+        for eye in self.eyes:
+            eye.paint(frame, lm, self.rig.iod)
+        return frame
+
+    def _warp(self, tgt: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        s = self.config.map_scale
+        bx0, by0, bx1, by1 = self._box
+        tri = self.triangles
+        t = tgt[tri]  # (F, 3, 2) target
+        src = self.src_xy[tri]  # (F, 3, 2)
+        # Affine target -> source per triangle: S = M @ [T; 1].
+        e1 = t[:, 1] - t[:, 0]
+        e2 = t[:, 2] - t[:, 0]
+        det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+        ok = np.abs(det) > 1e-6
+        inv = np.zeros((len(tri), 2, 2))
+        dd = np.where(ok, det, 1.0)
+        inv[:, 0, 0] = e2[:, 1] / dd
+        inv[:, 0, 1] = -e2[:, 0] / dd
+        inv[:, 1, 0] = -e1[:, 1] / dd
+        inv[:, 1, 1] = e1[:, 0] / dd
+        f1 = src[:, 1] - src[:, 0]
+        f2 = src[:, 2] - src[:, 0]
+        lin = np.stack([f1, f2], axis=2) @ inv  # (F, 2, 2)
+        off = src[:, 0] - np.einsum("fij,fj->fi", lin, t[:, 0])
+        table = np.zeros((len(tri) + 1, 2, 3), dtype=np.float32)
+        table[0] = [[1, 0, 0], [0, 1, 0]]  # id 0: outside every triangle, identity
+        table[1:, :, :2] = lin
+        table[1:, :, 2] = off
+        # Rasterise triangle ids far to near (depth grows away from the camera).
+        zt = np.concatenate([depth, np.full(len(self._ring_src), depth.max())])
+        order = np.argsort(-zt[tri].mean(1), kind="stable")
+        order = order[ok[order]]
+        ids = self._ids
+        ids.fill(0)
+        shift = 4
+        pts = np.round(((t - [bx0, by0]) * s + (0.5 * s - 0.5)) * (1 << shift)).astype(np.int32)
+        for k in order:
+            cv2.fillConvexPoly(ids, pts[k], int(k) + 1, lineType=cv2.LINE_8, shift=shift)
+        m = table[ids]  # (h, w, 2, 3)
+        gx, gy = self._gx, self._gy
+        mx = m[..., 0, 0] * gx + m[..., 0, 1] * gy + m[..., 0, 2]
+        my = m[..., 1, 0] * gx + m[..., 1, 1] * gy + m[..., 1, 2]
+        if s != 1.0:
+            mx = cv2.resize(mx, (self._full_w, self._full_h), interpolation=cv2.INTER_LINEAR)
+            my = cv2.resize(my, (self._full_w, self._full_h), interpolation=cv2.INTER_LINEAR)
+        m1, m2 = cv2.convertMaps(mx, my, cv2.CV_16SC2)
+        frame = self.image.copy()
+        frame[by0:by1, bx0:bx1] = cv2.remap(
+            self.image, m1, m2, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        return frame

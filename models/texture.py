@@ -1,0 +1,305 @@
+"""Painted layers of the MeshWarp renderer: the mouth interior and the eyeballs.
+
+A piecewise-affine warp cannot invent what the photo does not show: the inside of an
+opening mouth, or the sclera an iris uncovers when it moves. These layers are painted inside
+the target inner-lip and eyelid contours (feathered about 1 px) from textures built once per
+photo: the photo's own teeth and eyes where it shows them, synthesized ones elsewhere.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from models.rig import (
+    BLENDSHAPE_NAMES,
+    IRIS_LEFT,
+    IRIS_RIGHT,
+    LOWER_INNER_LIP,
+    LOWER_OUTER_LIP,
+    UPPER_INNER_LIP,
+    UPPER_OUTER_LIP,
+)
+
+__all__ = ["EyeLayer", "MouthLayer"]
+
+_SHIFT = 4  # sub-pixel bits for OpenCV polygon drawing
+_TONGUE_OUT = BLENDSHAPE_NAMES.index("tongueOut")
+
+
+def _poly_mask(shape: tuple[int, int], poly: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """Anti-aliased float mask (h, w) in [0, 1] of a polygon given in frame pixels."""
+    mask = np.zeros(shape, dtype=np.uint8)
+    pts = np.round((poly - origin) * (1 << _SHIFT)).astype(np.int32)
+    cv2.fillPoly(mask, [pts], 255, lineType=cv2.LINE_AA, shift=_SHIFT)
+    return mask.astype(np.float32) * (1.0 / 255.0)
+
+
+def _box(points: np.ndarray, pad: int, width: int, height: int) -> tuple[int, int, int, int]:
+    x0, y0 = np.floor(points.min(0)).astype(int) - pad
+    x1, y1 = np.ceil(points.max(0)).astype(int) + pad + 1
+    return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+
+
+def _iod(lm: np.ndarray) -> float:
+    return float(np.linalg.norm(lm[IRIS_LEFT[0], :2] - lm[IRIS_RIGHT[0], :2]))
+
+
+class MouthLayer:
+    """The mouth interior: a dark cavity, upper and lower teeth, tongue, shadow under the lip.
+
+    Texture space: u in [0, 1] from one inner lip corner to the other; v, the distance from
+    the anchoring lip in IOD units (down from the upper lip for the upper teeth, up from the
+    lower lip for the lower teeth and tongue).
+    """
+
+    V_MAX = 0.5  # IOD units covered by each texture
+    TEX_W, TEX_H = 192, 96
+
+    def __init__(self, image: np.ndarray, landmarks: np.ndarray, photo_exp: np.ndarray) -> None:
+        lm = np.asarray(landmarks, dtype=np.float64)
+        self._h, self._w = image.shape[:2]
+        iod = _iod(lm)
+        lip_ring = np.concatenate([lm[list(UPPER_OUTER_LIP), :2], lm[list(LOWER_OUTER_LIP[::-1]), :2]])
+        inner = np.concatenate([lm[list(UPPER_INNER_LIP), :2], lm[list(LOWER_INNER_LIP[::-1]), :2]])
+        x0, y0, x1, y1 = _box(lip_ring, 2, self._w, self._h)
+        patch = image[y0:y1, x0:x1].astype(np.float32)
+        origin = np.array([x0, y0], dtype=np.float64)
+        lips = _poly_mask(patch.shape[:2], lip_ring, origin) * (1.0 - _poly_mask(patch.shape[:2], inner, origin))
+        lip_rgb = (patch * lips[..., None]).sum((0, 1)) / max(float(lips.sum()), 1.0)
+        self.lip_rgb = lip_rgb
+        # Teeth: white-ish, no brighter than the photo's highlights, tinted by its light.
+        bright = np.percentile(image.reshape(-1, 3).astype(np.float32), 97, axis=0)
+        self.teeth_rgb = np.clip(0.88 * bright * np.array([1.0, 0.97, 0.9]), 150, 245)
+        self.cavity_rgb = lip_rgb * np.array([0.22, 0.12, 0.12])
+        self.tongue_rgb = np.clip(lip_rgb * np.array([0.95, 0.62, 0.62]) + np.array([15.0, 0.0, 0.0]), 0, 255)
+        gap = (lm[list(LOWER_INNER_LIP[3:-3]), 1] - lm[list(UPPER_INNER_LIP[3:-3]), 1]).mean() / iod
+        self.uses_photo_teeth = bool(gap > 0.06)
+        self.upper_tex, self.lower_tex = self._synth_textures()
+        if self.uses_photo_teeth:
+            self._take_photo_teeth(image, lm, iod, float(gap))
+
+    # -- textures -------------------------------------------------------------------------
+    def _synth_textures(self) -> tuple[np.ndarray, np.ndarray]:
+        w, h = self.TEX_W, self.TEX_H
+        u = (np.arange(w) + 0.5) / w
+        v = (np.arange(h) + 0.5) / h * self.V_MAX
+        uu, vv = np.meshgrid(u, v)
+        rng = np.random.default_rng(7)
+        grain = rng.normal(0.0, 3.0, (h, w, 1)).astype(np.float32)
+        # Upper teeth: a curved row, incisors widest, foreshortened and darker towards corners.
+        x = (uu - 0.5) * 2.0  # -1 .. 1
+        edges = np.array([0.0, 0.16, 0.3, 0.42, 0.52, 0.61, 0.69])  # tooth boundaries in |x|
+        ax = np.abs(x)
+        tooth_len = np.interp(ax, [0.0, 0.35, 0.6, 0.8], [0.13, 0.12, 0.1, 0.08])
+        k = np.clip(np.searchsorted(edges, ax) - 1, 0, len(edges) - 2)
+        lo, hi = edges[k], edges[k + 1]
+        pos = (ax - lo) / (hi - lo)
+        sep = np.clip(np.minimum(pos, 1 - pos) * 6.0, 0.0, 1.0) ** 0.5  # gaps between teeth
+        tip = np.clip((tooth_len - vv) / 0.015, 0.0, 1.0)  # rounded biting edge
+        inside = (ax < edges[-1]).astype(np.float32)
+        shade = np.interp(ax, [0.0, 0.5, 0.7], [1.0, 0.8, 0.55])[..., None]
+        upper = np.empty((h, w, 4), dtype=np.float32)
+        upper[..., :3] = self.teeth_rgb * shade * (0.75 + 0.25 * sep[..., None]) + grain
+        # Shadow of the upper lip on the teeth.
+        upper[..., :3] *= np.clip(0.55 + vv / 0.03, 0.55, 1.0)[..., None]
+        upper[..., 3] = tip * inside
+        # Lower layer: the tongue at the back, lower incisors in front of it.
+        lower = np.empty((h, w, 4), dtype=np.float32)
+        tongue_h = 0.09 * np.sqrt(np.clip(1.0 - x**2, 0.0, 1.0))
+        tongue = np.clip((tongue_h - vv) / 0.02, 0.0, 1.0)
+        lower[..., :3] = self.tongue_rgb * (0.7 + 0.3 * np.clip(vv / 0.09, 0, 1))[..., None] + grain
+        lower[..., 3] = tongue * 0.9
+        lt_len = np.interp(ax, [0.0, 0.3, 0.5], [0.065, 0.055, 0.0])
+        lteeth = np.clip((lt_len - vv) / 0.012, 0.0, 1.0) * (ax < 0.5)
+        lsep = np.clip(np.minimum((ax * 8) % 1, 1 - (ax * 8) % 1) * 6.0, 0, 1) ** 0.5
+        lt_rgb = self.teeth_rgb * 0.85 * (0.8 + 0.2 * lsep[..., None])
+        a = lteeth[..., None]
+        lower[..., :3] = lower[..., :3] * (1 - a) + lt_rgb * a
+        lower[..., 3] = np.maximum(lower[..., 3], lteeth)
+        return upper, lower
+
+    def _take_photo_teeth(self, image: np.ndarray, lm: np.ndarray, iod: float, gap: float) -> None:
+        """Sample the photo's own mouth interior into the two textures (its real teeth)."""
+        up_v = min(0.6 * gap, self.V_MAX)
+        lo_v = min(0.4 * gap, self.V_MAX)
+        for tex, chain, sign, vmax in (
+            (self.upper_tex, UPPER_INNER_LIP, 1.0, up_v),
+            (self.lower_tex, LOWER_INNER_LIP, -1.0, lo_v),
+        ):
+            mx, my = _chain_map(lm, chain, iod, sign, self.TEX_W, self.TEX_H, self.V_MAX)
+            rgb = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+            v = (np.arange(self.TEX_H) + 0.5) / self.TEX_H * self.V_MAX
+            a = np.clip((vmax - v) / 0.01, 0.0, 1.0)[:, None] * np.ones(self.TEX_W)
+            tex[..., :3] = rgb * a[..., None] + tex[..., :3] * (1 - a[..., None])
+            tex[..., 3] = np.maximum(tex[..., 3] * (1 - a), a)
+
+    # -- per frame --------------------------------------------------------------------------
+    def paint(self, frame: np.ndarray, lm: np.ndarray, exp: np.ndarray) -> None:
+        """Paint the interior inside the target inner-lip contour of frame (in place)."""
+        up = lm[list(UPPER_INNER_LIP), :2]
+        lo = lm[list(LOWER_INNER_LIP), :2]
+        if float((lo[1:-1, 1] - up[1:-1, 1]).max()) < 0.6:
+            return
+        poly = np.concatenate([up, lo[::-1][1:-1]])
+        x0, y0, x1, y1 = _box(poly, 2, frame.shape[1], frame.shape[0])
+        if x1 <= x0 or y1 <= y0:
+            return
+        origin = np.array([x0, y0], dtype=np.float64)
+        mask = _poly_mask((y1 - y0, x1 - x0), poly, origin)
+        if mask.max() <= 0.0:
+            return
+        iod = _iod(lm)
+        # Mouth-local frame: a along the corner-to-corner line, b perpendicular (down).
+        c0, c1 = up[0], up[-1]
+        ax = (c1 - c0) / max(np.linalg.norm(c1 - c0), 1e-6)
+        bx = np.array([-ax[1], ax[0]])
+        gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
+        rel_x, rel_y = gx - c0[0], gy - c0[1]
+        a = rel_x * ax[0] + rel_y * ax[1]
+        b = rel_x * bx[0] + rel_y * bx[1]
+        width = float(np.dot(c1 - c0, ax))
+        ua = (up - c0) @ ax
+        ub = (up - c0) @ bx
+        la = (lo - c0) @ ax
+        lb = (lo - c0) @ bx
+        u = np.clip(a / max(width, 1e-6), 0.0, 1.0)
+        b_up = np.interp(a, ua, ub)
+        b_lo = np.interp(a, np.sort(la), lb[np.argsort(la)])
+        v_up = (b - b_up) / iod
+        v_lo = (b_lo - b) / iod
+        opening = np.maximum(b_lo - b_up, 1e-3) / iod
+        sx = (u * (self.TEX_W - 1)).astype(np.float32)
+        up_rgba = _sample(self.upper_tex, sx, v_up, self.V_MAX, self.TEX_H)
+        lo_rgba = _sample(self.lower_tex, sx, v_lo, self.V_MAX, self.TEX_H)
+        # The cavity darkens towards its middle and with a wider opening (deeper throat).
+        depth = np.clip(np.minimum(v_up, v_lo) / np.maximum(opening * 0.5, 1e-3), 0.0, 1.0)
+        cav = self.cavity_rgb * (1.0 - 0.5 * depth)[..., None] * (1.0 - 0.3 * np.clip(opening / 0.4, 0, 1))[..., None]
+        tongue_out = float(exp[_TONGUE_OUT])
+        if tongue_out > 0.0:
+            lo_rgba[..., 3] = np.clip(lo_rgba[..., 3] + tongue_out * (v_lo < 0.15 + 0.2 * tongue_out), 0, 1)
+            lo_rgba[..., :3] = np.where(
+                (lo_rgba[..., 3:] > 0) & (v_lo[..., None] > 0.06), self.tongue_rgb, lo_rgba[..., :3]
+            )
+        out = cav
+        a_lo = lo_rgba[..., 3:]
+        out = out * (1 - a_lo) + lo_rgba[..., :3] * a_lo
+        a_up = up_rgba[..., 3:]
+        out = out * (1 - a_up) + up_rgba[..., :3] * a_up
+        region = frame[y0:y1, x0:x1].astype(np.float32)
+        m = mask[..., None]
+        frame[y0:y1, x0:x1] = np.clip(region * (1 - m) + out * m, 0, 255).astype(np.uint8)
+
+
+def _sample(tex: np.ndarray, sx: np.ndarray, v: np.ndarray, v_max: float, tex_h: int) -> np.ndarray:
+    sy = (v / v_max * tex_h - 0.5).astype(np.float32)
+    out = cv2.remap(tex, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
+    return out
+
+
+def _chain_map(
+    lm: np.ndarray, chain: tuple[int, ...], iod: float, sign: float, w: int, h: int, v_max: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Source-image sampling maps for a texture anchored on a lip chain (sign +1: downwards)."""
+    pts = lm[list(chain), :2]
+    c0, c1 = pts[0], pts[-1]
+    ax = (c1 - c0) / max(np.linalg.norm(c1 - c0), 1e-6)
+    bx = np.array([-ax[1], ax[0]])
+    pa = (pts - c0) @ ax
+    pb = (pts - c0) @ bx
+    u = (np.arange(w) + 0.5) / w
+    v = (np.arange(h) + 0.5) / h * v_max
+    a = u * float(np.dot(c1 - c0, ax))
+    order = np.argsort(pa)
+    b = np.interp(a, pa[order], pb[order])
+    aa, vv = np.meshgrid(a, v)
+    bb = b[None, :] + sign * vv * iod
+    px = c0[0] + aa * ax[0] + bb * bx[0]
+    py = c0[1] + aa * ax[1] + bb * bx[1]
+    return px.astype(np.float32), py.astype(np.float32)
+
+
+class EyeLayer:
+    """One eyeball: the photo's sclera (iris removed) with its iris disc moved to the target centre."""
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        landmarks: np.ndarray,
+        upper: tuple[int, ...],
+        lower: tuple[int, ...],
+        iris: tuple[int, ...],
+    ) -> None:
+        lm = np.asarray(landmarks, dtype=np.float64)
+        h, w = image.shape[:2]
+        self.upper, self.lower, self.iris = upper, lower, iris
+        contour = np.concatenate([lm[list(upper), :2], lm[list(lower[::-1][1:-1]), :2]])
+        centre = lm[iris[0], :2]
+        radius = float(np.mean(np.linalg.norm(lm[list(iris[1:]), :2] - centre, axis=1)))
+        self.radius = radius
+        pad = int(np.ceil(radius)) + 4
+        x0, y0, x1, y1 = _box(np.concatenate([contour, centre[None]]), pad, w, h)
+        self.origin = np.array([x0, y0], dtype=np.float64)
+        patch = image[y0:y1, x0:x1].copy()
+        ph, pw = patch.shape[:2]
+        opening = _poly_mask((ph, pw), contour, self.origin)
+        yy, xx = np.mgrid[0:ph, 0:pw].astype(np.float32)
+        cx, cy = centre - self.origin
+        dist = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
+        disc = (dist < radius + 1.5).astype(np.uint8)
+        # Sclera: the photo's eye with the iris painted out (keeps lid shadows and colour).
+        self.sclera = cv2.inpaint(patch, disc * 255, 3, cv2.INPAINT_TELEA)
+        # Iris: visible pixels of the disc; the part hidden under the lids takes their median.
+        visible = (opening > 0.5) & (dist < radius)
+        iris_rgb = patch.astype(np.float32)
+        if visible.sum() >= 5:
+            med = np.median(iris_rgb[visible], axis=0)
+        else:
+            med = np.array([60.0, 45.0, 35.0])
+        hidden = (dist < radius + 1.5) & ~visible
+        ring = np.clip(1.0 - 0.35 * (dist / max(radius, 1.0)) ** 4, 0.6, 1.0)[..., None]
+        iris_rgb[hidden] = (med * ring)[hidden]
+        self.iris_rgb = iris_rgb
+        self.iris_alpha = np.clip(radius + 0.5 - dist, 0.0, 1.0).astype(np.float32)
+        self.src_centre = centre
+        self.src_corners = lm[[upper[0], upper[-1]], :2]
+        self.src_area = float(opening.sum())
+
+    def paint(self, frame: np.ndarray, lm: np.ndarray, iod: float) -> None:
+        """Paint sclera and iris inside the target eyelid contour (in place)."""
+        contour = np.concatenate([lm[list(self.upper), :2], lm[list(self.lower[::-1][1:-1]), :2]])
+        x0, y0, x1, y1 = _box(contour, 2, frame.shape[1], frame.shape[0])
+        if x1 <= x0 or y1 <= y0:
+            return
+        origin = np.array([x0, y0], dtype=np.float64)
+        mask = _poly_mask((y1 - y0, x1 - x0), contour, origin)
+        if mask.sum() < 1.0:
+            return
+        # Similarity from the source eye corners to the target ones: the eyeball turns with the head.
+        sc = self.src_corners
+        tc = lm[[self.upper[0], self.upper[-1]], :2]
+        m = _similarity(sc - self.origin, tc - origin)
+        size = (x1 - x0, y1 - y0)
+        sclera = cv2.warpAffine(self.sclera, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # The iris goes where the rig puts its centre (gaze), same rotation and scale.
+        tgt_c = lm[self.iris[0], :2] - origin
+        mi = m.copy()
+        mi[:, 2] += tgt_c - (m[:, :2] @ (self.src_centre - self.origin) + m[:, 2])
+        iris = cv2.warpAffine(self.iris_rgb, mi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        ia = cv2.warpAffine(self.iris_alpha, mi, size, flags=cv2.INTER_LINEAR, borderValue=0)[..., None]
+        eye = sclera.astype(np.float32) * (1 - ia) + iris * ia
+        region = frame[y0:y1, x0:x1].astype(np.float32)
+        mm = mask[..., None]
+        frame[y0:y1, x0:x1] = np.clip(region * (1 - mm) + eye * mm, 0, 255).astype(np.uint8)
+
+
+def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 similarity mapping two source points onto two target points."""
+    sv = src[1] - src[0]
+    dv = dst[1] - dst[0]
+    sn = float(sv @ sv) or 1e-6
+    a = float(sv @ dv) / sn
+    b = float(sv[0] * dv[1] - sv[1] * dv[0]) / sn
+    r = np.array([[a, -b], [b, a]])
+    t = dst[0] - r @ src[0]
+    return np.hstack([r, t[:, None]]).astype(np.float64)
