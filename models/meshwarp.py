@@ -8,6 +8,7 @@ interior (cavity, teeth, tongue) and the eyeballs (sclera and an iris that moves
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -23,8 +24,10 @@ from models.rig import (
     IRIS_LEFT,
     IRIS_RIGHT,
     LOWER_INNER_LIP,
+    LOWER_OUTER_LIP,
     NUM_BLENDSHAPES,
     UPPER_INNER_LIP,
+    UPPER_OUTER_LIP,
     Rig,
     RigConfig,
     mesh_triangles,
@@ -104,6 +107,12 @@ class MeshWarp:
         self._ring_follow = np.repeat(np.array(self.config.ring_follow), len(FACE_OVAL))
         self._num_face = src.shape[0]
         self.src_xy = np.concatenate([src[:, :2], self._ring_src]).astype(np.float64)
+        # Where the photo's lips are parted, its inner lip landmarks sit on the teeth edge: sample
+        # the lips from a little further out, so a closed mouth shows no line of teeth.
+        for inner, outer in ((UPPER_INNER_LIP, UPPER_OUTER_LIP), (LOWER_INNER_LIP, LOWER_OUTER_LIP)):
+            for i, o in zip(inner[1:-1], outer[1:-1], strict=True):
+                d = self.src_xy[o] - self.src_xy[i]
+                self.src_xy[i] += d * min(0.25, 2.0 / max(float(np.linalg.norm(d)), 1e-6))
 
         # Triangles: the face mesh, the mouth and eye openings, and the ring (Delaunay outside the oval).
         tris = [tuple(t) for t in mesh_triangles()]
@@ -144,6 +153,21 @@ class MeshWarp:
         self._ids = np.zeros((self._mh, self._mw), dtype=np.uint16)
         self._full_w = bx1 - bx0
         self._full_h = by1 - by0
+
+    def fitting_rig(self, detect: Callable[[np.ndarray], np.ndarray], weight: float = 0.6) -> Rig:
+        """A rig that fits this face's rendered frames in the terms of ``detect`` (image -> (478, 3)).
+
+        Renders the relaxed face and each blendshape alone at ``weight``, runs the detector on
+        every render, and calibrates the rig's neutral and basis to what it measured (53 renders).
+        """
+        zero = np.zeros(NUM_BLENDSHAPES)
+        neutral = detect(self.render(zero))
+        shapes = np.empty((NUM_BLENDSHAPES, neutral.shape[0], 3))
+        for i in range(NUM_BLENDSHAPES):
+            e = zero.copy()
+            e[i] = weight
+            shapes[i] = detect(self.render(e))
+        return self.rig.calibrated(neutral, shapes, weight)
 
     # ------------------------------------------------------------------------------------
     def target_vertices(self, exp: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,12 +11,14 @@ Image landmarks are pixels (x, y) plus depth z in pixels, as MediaPipe gives the
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from scipy.optimize import lsq_linear
 
 __all__ = [
     "BLENDSHAPE_NAMES",
@@ -231,6 +233,8 @@ class Rig:
         self.basis = _build_basis(self.source_canonical, self.config)  # (52, 478, 3)
         self.photo_exp = _fit_own_expression(self.source_canonical, self.basis)
         self.neutral = self.source_canonical - np.tensordot(self.photo_exp, self.basis, axes=1)
+        # Whatever gap the shapes could not explain is closed directly: all zeros = lips together.
+        self.neutral += _close_lips(self.neutral)
         self._fit_setup()
 
     # -- forward ---------------------------------------------------------------------------
@@ -250,6 +254,33 @@ class Rig:
     def landmarks(self, exp: np.ndarray, pose: np.ndarray) -> np.ndarray:
         """Image landmarks (478, 3) in the source image's pixels for (exp, pose)."""
         return self.to_image(self.shape(exp), pose)
+
+    def calibrated(self, neutral: np.ndarray, shapes: np.ndarray, weight: float) -> Rig:
+        """A copy that fits in a landmark detector's own terms.
+
+        Args:
+            neutral: (478, 3) landmarks a detector found on this face rendered relaxed, zero pose.
+            shapes: (52, 478, 3) landmarks it found with each blendshape alone at ``weight``.
+
+        A detector does not see a rendered face exactly as the rig drew it: a closed mouth's
+        inner lips and small motions (brows, lip rolls) come out offset or damped. Fitting
+        against what it measured on our own renders removes that bias (MeshWarp.fitting_rig).
+        Shapes it barely registers (tongueOut moves no landmark) keep a zero basis.
+        """
+        neutral = np.asarray(neutral, dtype=np.float64)
+        shapes = np.asarray(shapes, dtype=np.float64)
+        if neutral.shape != (NUM_LANDMARKS, 3) or shapes.shape != (NUM_BLENDSHAPES, NUM_LANDMARKS, 3):
+            raise ValueError(f"expected (478, 3) and (52, 478, 3), got {neutral.shape} and {shapes.shape}")
+        to_canon = lambda x: (x - self.center) @ self.rotation / self.iod  # noqa: E731
+        out = copy.copy(self)
+        out.neutral = to_canon(neutral)
+        basis = (to_canon(shapes) - out.neutral[None]) / weight
+        drawn = np.linalg.norm(self.basis.reshape(NUM_BLENDSHAPES, -1), axis=1)
+        seen = np.linalg.norm(basis.reshape(NUM_BLENDSHAPES, -1), axis=1)
+        basis[(seen < 0.2 * drawn) | (drawn == 0.0)] = 0.0
+        out.basis = basis
+        out._fit_setup()
+        return out
 
     # -- fitting ---------------------------------------------------------------------------
     def _fit_setup(self) -> None:
@@ -342,7 +373,7 @@ class _Mesh:
         self.lap = (sp.diags(deg) - adj).tocsr()
         self.in_mesh = deg > 0
 
-    def harmonic(self, pins: dict[int, float]) -> np.ndarray:
+    def harmonic(self, pins: dict[int, float], clip: bool = True) -> np.ndarray:
         """Smooth field over the mesh equal to ``pins`` at pinned vertices (harmonic elsewhere)."""
         n = NUM_LANDMARKS
         fixed = np.zeros(n, dtype=bool)
@@ -355,7 +386,7 @@ class _Mesh:
         lff = self.lap[free][:, free]
         rhs = -self.lap[free][:, fixed] @ val[fixed]
         val[free] = spla.spsolve(lff.tocsc(), rhs)
-        return np.clip(val, 0.0, 1.0)
+        return np.clip(val, 0.0, 1.0) if clip else val
 
     def bump(self, centre: tuple[int, ...], radius: float, zero: tuple[int, ...] = ()) -> np.ndarray:
         """1 at ``centre`` vertices, 0 beyond ``radius`` (IOD) from them and at ``zero``."""
@@ -392,7 +423,10 @@ def _build_basis(v: np.ndarray, cfg: RigConfig) -> np.ndarray:
     # Jaw: lower lip and chin 1, upper lip and everything above the nose 0; harmonic between.
     pins = {k: 0.0 for k in range(n) if m.in_mesh[k] and v[k, 1] < (y_nose + 0.05)}
     pins.update({k: 0.0 for k in upper_lip})
-    pins.update({k: 1.0 for k in lower_lip})
+    # The lower lip opens as a lens: full drop in the middle, less towards the corners.
+    for chain in (LOWER_INNER_LIP, LOWER_OUTER_LIP):
+        for i, k in enumerate(chain[1:-1], start=1):
+            pins[k] = float(np.sin(np.pi * i / (len(chain) - 1)) ** 0.7)
     chin = [k for k in range(n) if m.in_mesh[k] and v[k, 1] > y_mouth + 0.35 and abs(v[k, 0]) < 0.35]
     pins.update({k: 1.0 for k in chin})
     w_jaw = m.harmonic(pins)
@@ -566,6 +600,29 @@ def _ring_above(m: _Mesh, upper: tuple[int, ...], lower: tuple[int, ...], v: np.
 
 # --- the photo's own expression --------------------------------------------------------------
 
+
+def _close_lips(v: np.ndarray) -> np.ndarray:
+    """Displacement (478, 3) that brings the inner lip chains of v together, smoothly spread."""
+    m = _Mesh(v)
+    up = np.array(UPPER_INNER_LIP[1:-1])
+    lo = np.array(LOWER_INNER_LIP[1:-1])
+    gap = v[lo] - v[up]
+    gap[:, 0] = 0.0
+    gap[:, 2] = 0.0
+    if float(np.abs(gap[:, 1]).max()) < 1e-3:
+        return np.zeros_like(v)
+    mouth = v[list(UPPER_INNER_LIP)].mean(0)
+    far = [k for k in range(NUM_LANDMARKS) if m.in_mesh[k] and np.linalg.norm((v[k] - mouth)[:2]) > 0.45]
+    pins = {k: 0.0 for k in far}
+    # The lower lip travels most of the way (the jaw hangs; the upper lip barely moves).
+    pins.update({int(k): -0.7 * float(g) for k, g in zip(lo, gap[:, 1], strict=True)})
+    pins.update({int(k): 0.3 * float(g) for k, g in zip(up, gap[:, 1], strict=True)})
+    out = np.zeros_like(v)
+    out[:, 1] = m.harmonic(pins, clip=False)
+    out[~m.in_mesh] = 0.0
+    return out
+
+
 _OWN_SHAPES = (
     "jawOpen", "mouthSmileLeft", "mouthSmileRight", "mouthLowerDownLeft", "mouthLowerDownRight",
     "mouthUpperUpLeft", "mouthUpperUpRight", "mouthFrownLeft", "mouthFrownRight",
@@ -575,12 +632,12 @@ _OWN_SHAPES = (
 
 def _own_features(v: np.ndarray) -> np.ndarray:
     """Measurements that are near zero on a relaxed face whoever it is (IOD units)."""
-    up = v[list(UPPER_INNER_LIP[2:-2])]
-    lo = v[list(LOWER_INNER_LIP[2:-2])]
+    up = v[list(UPPER_INNER_LIP[1:-1])]
+    lo = v[list(LOWER_INNER_LIP[1:-1])]
     gap = (lo - up)[:, 1]  # closed lips: zero at every column
     mid = 0.5 * (v[13] + v[14])
     # Relaxed lip corners sit about level with the lips' midline; a smile lifts them.
-    corner = np.array([v[61, 1] - mid[1] - 0.01, v[291, 1] - mid[1] - 0.01])
+    corner = np.array([v[61, 1] - mid[1] - 0.02, v[291, 1] - mid[1] - 0.02]) * 2.0
     eyes = []
     for upper, lower in ((EYE_LEFT_UPPER, EYE_LEFT_LOWER), (EYE_RIGHT_UPPER, EYE_RIGHT_LOWER)):
         h = float(np.mean(v[list(lower[2:-2]), 1] - v[list(upper[2:-2]), 1]))
@@ -588,7 +645,9 @@ def _own_features(v: np.ndarray) -> np.ndarray:
         ratio = h / max(w, 1e-6)
         # Typical open-eye height/width is 0.25-0.38; only outside that range is it expression.
         eyes.append(min(ratio - 0.25, 0.0) + max(ratio - 0.4, 0.0))
-    return np.concatenate([gap * 2.0, corner * 2.0, np.array(eyes) * 0.5])
+    # Relaxed mouths are about 0.8-0.9 IOD wide; a broad smile pulls the corners apart.
+    width = max(float(v[291, 0] - v[61, 0]) - 0.9, 0.0)
+    return np.concatenate([gap * 2.0, corner * 2.0, [width * 2.0], np.array(eyes) * 0.5])
 
 
 def _fit_own_expression(v: np.ndarray, basis: np.ndarray) -> np.ndarray:
@@ -598,12 +657,8 @@ def _fit_own_expression(v: np.ndarray, basis: np.ndarray) -> np.ndarray:
     eps = 0.1
     jac = np.stack([(_own_features(v - eps * basis[i]) - f0) / eps for i in idx], axis=1)
     # Solve jac @ b ~ -f0 with 0 <= b <= 1 (moving *back* by b removes the expression).
-    gram = jac.T @ jac + 1e-3 * np.eye(len(idx))
-    h = jac.T @ (-f0)
-    step = 1.0 / float(np.linalg.eigvalsh(gram)[-1])
-    b = np.zeros(len(idx))
-    for _ in range(500):
-        b = np.clip(b - step * (gram @ b - h), 0.0, 1.0)
+    ridge = np.sqrt(1e-3) * np.eye(len(idx))
+    b = lsq_linear(np.vstack([jac, ridge]), np.concatenate([-f0, np.zeros(len(idx))]), bounds=(0.0, 1.0)).x
     out = np.zeros(NUM_BLENDSHAPES)
     out[idx] = b
     return out

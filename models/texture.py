@@ -71,13 +71,16 @@ class MouthLayer:
         # Teeth: white-ish, no brighter than the photo's highlights, tinted by its light.
         bright = np.percentile(image.reshape(-1, 3).astype(np.float32), 97, axis=0)
         self.teeth_rgb = np.clip(0.88 * bright * np.array([1.0, 0.97, 0.9]), 150, 245)
-        self.cavity_rgb = lip_rgb * np.array([0.22, 0.12, 0.12])
+        self.cavity_rgb = lip_rgb * np.array([0.42, 0.24, 0.24])
         self.tongue_rgb = np.clip(lip_rgb * np.array([0.95, 0.62, 0.62]) + np.array([15.0, 0.0, 0.0]), 0, 255)
-        gap = (lm[list(LOWER_INNER_LIP[3:-3]), 1] - lm[list(UPPER_INNER_LIP[3:-3]), 1]).mean() / iod
+        gap = (lm[list(LOWER_INNER_LIP[1:-1]), 1] - lm[list(UPPER_INNER_LIP[1:-1]), 1]).max() / iod
         self.uses_photo_teeth = bool(gap > 0.06)
         self.upper_tex, self.lower_tex = self._synth_textures()
         if self.uses_photo_teeth:
             self._take_photo_teeth(image, lm, iod, float(gap))
+        # Premultiplied alpha: bilinear sampling at a texture's edge then adds no dark fringe.
+        for tex in (self.upper_tex, self.lower_tex):
+            tex[..., :3] *= tex[..., 3:]
 
     # -- textures -------------------------------------------------------------------------
     def _synth_textures(self) -> tuple[np.ndarray, np.ndarray]:
@@ -106,9 +109,9 @@ class MouthLayer:
         upper[..., 3] = tip * inside
         # Lower layer: the tongue at the back, lower incisors in front of it.
         lower = np.empty((h, w, 4), dtype=np.float32)
-        tongue_h = 0.09 * np.sqrt(np.clip(1.0 - x**2, 0.0, 1.0))
+        tongue_h = 0.13 * np.sqrt(np.clip(1.0 - (x / 0.8) ** 2, 0.0, 1.0))
         tongue = np.clip((tongue_h - vv) / 0.02, 0.0, 1.0)
-        lower[..., :3] = self.tongue_rgb * (0.7 + 0.3 * np.clip(vv / 0.09, 0, 1))[..., None] + grain
+        lower[..., :3] = self.tongue_rgb * (0.65 + 0.35 * np.clip(vv / 0.13, 0, 1))[..., None] + grain
         lower[..., 3] = tongue * 0.9
         lt_len = np.interp(ax, [0.0, 0.3, 0.5], [0.065, 0.055, 0.0])
         lteeth = np.clip((lt_len - vv) / 0.012, 0.0, 1.0) * (ax < 0.5)
@@ -121,8 +124,8 @@ class MouthLayer:
 
     def _take_photo_teeth(self, image: np.ndarray, lm: np.ndarray, iod: float, gap: float) -> None:
         """Sample the photo's own mouth interior into the two textures (its real teeth)."""
-        up_v = min(0.6 * gap, self.V_MAX)
-        lo_v = min(0.4 * gap, self.V_MAX)
+        up_v = min(0.6 * gap + 0.01, self.V_MAX)
+        lo_v = min(0.4 * gap + 0.01, self.V_MAX)
         for tex, chain, sign, vmax in (
             (self.upper_tex, UPPER_INNER_LIP, 1.0, up_v),
             (self.lower_tex, LOWER_INNER_LIP, -1.0, lo_v),
@@ -132,7 +135,9 @@ class MouthLayer:
             v = (np.arange(self.TEX_H) + 0.5) / self.TEX_H * self.V_MAX
             a = np.clip((vmax - v) / 0.01, 0.0, 1.0)[:, None] * np.ones(self.TEX_W)
             tex[..., :3] = rgb * a[..., None] + tex[..., :3] * (1 - a[..., None])
-            tex[..., 3] = np.maximum(tex[..., 3] * (1 - a), a)
+            # The photo's teeth replace the drawn ones; beyond them only the tongue may show.
+            keep = 0.0 if tex is self.upper_tex else 1.0
+            tex[..., 3] = np.maximum(tex[..., 3] * (1 - a) * keep, a)
 
     # -- per frame --------------------------------------------------------------------------
     def paint(self, frame: np.ndarray, lm: np.ndarray, exp: np.ndarray) -> None:
@@ -166,26 +171,23 @@ class MouthLayer:
         u = np.clip(a / max(width, 1e-6), 0.0, 1.0)
         b_up = np.interp(a, ua, ub)
         b_lo = np.interp(a, np.sort(la), lb[np.argsort(la)])
-        v_up = (b - b_up) / iod
-        v_lo = (b_lo - b) / iod
+        # Edge pixels of the anti-aliased mask lie just outside the lips: clamp, don't leave them empty.
+        v_up = np.maximum(b - b_up, 0.0) / iod
+        v_lo = np.maximum(b_lo - b, 0.0) / iod
         opening = np.maximum(b_lo - b_up, 1e-3) / iod
         sx = (u * (self.TEX_W - 1)).astype(np.float32)
         up_rgba = _sample(self.upper_tex, sx, v_up, self.V_MAX, self.TEX_H)
         lo_rgba = _sample(self.lower_tex, sx, v_lo, self.V_MAX, self.TEX_H)
         # The cavity darkens towards its middle and with a wider opening (deeper throat).
         depth = np.clip(np.minimum(v_up, v_lo) / np.maximum(opening * 0.5, 1e-3), 0.0, 1.0)
-        cav = self.cavity_rgb * (1.0 - 0.5 * depth)[..., None] * (1.0 - 0.3 * np.clip(opening / 0.4, 0, 1))[..., None]
+        cav = self.cavity_rgb * (1.0 - 0.45 * depth)[..., None] * (1.0 - 0.25 * np.clip(opening / 0.4, 0, 1))[..., None]
         tongue_out = float(exp[_TONGUE_OUT])
         if tongue_out > 0.0:
-            lo_rgba[..., 3] = np.clip(lo_rgba[..., 3] + tongue_out * (v_lo < 0.15 + 0.2 * tongue_out), 0, 1)
-            lo_rgba[..., :3] = np.where(
-                (lo_rgba[..., 3:] > 0) & (v_lo[..., None] > 0.06), self.tongue_rgb, lo_rgba[..., :3]
-            )
-        out = cav
-        a_lo = lo_rgba[..., 3:]
-        out = out * (1 - a_lo) + lo_rgba[..., :3] * a_lo
-        a_up = up_rgba[..., 3:]
-        out = out * (1 - a_up) + up_rgba[..., :3] * a_up
+            # The tongue comes forward over the lower teeth and fills more of the opening.
+            t = tongue_out * np.clip((0.15 + 0.25 * tongue_out - v_lo) / 0.02, 0.0, 1.0)[..., None]
+            lo_rgba = lo_rgba * (1 - t) + np.append(self.tongue_rgb, 1.0) * t
+        out = cav * (1 - lo_rgba[..., 3:]) + lo_rgba[..., :3]
+        out = out * (1 - up_rgba[..., 3:]) + up_rgba[..., :3]
         region = frame[y0:y1, x0:x1].astype(np.float32)
         m = mask[..., None]
         frame[y0:y1, x0:x1] = np.clip(region * (1 - m) + out * m, 0, 255).astype(np.uint8)
@@ -193,8 +195,7 @@ class MouthLayer:
 
 def _sample(tex: np.ndarray, sx: np.ndarray, v: np.ndarray, v_max: float, tex_h: int) -> np.ndarray:
     sy = (v / v_max * tex_h - 0.5).astype(np.float32)
-    out = cv2.remap(tex, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
-    return out
+    return cv2.remap(tex, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _chain_map(

@@ -1,0 +1,182 @@
+"""Rig: geometry, pose signs, fitting; closed loop through the renderer and MediaPipe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.landmarks import FaceLandmarker, load_image
+from models.meshwarp import MeshWarp
+from models.rig import (
+    BLENDSHAPE_NAMES,
+    EMOTIONS,
+    LOWER_INNER_LIP,
+    NUM_BLENDSHAPES,
+    REGIONS,
+    UPPER_INNER_LIP,
+    Rig,
+    emotion_coefficients,
+    euler_to_matrix,
+    matrix_to_euler,
+    mesh_triangles,
+)
+from tests.conftest import ASSETS
+
+IDX = {n: i for i, n in enumerate(BLENDSHAPE_NAMES)}
+
+
+@pytest.fixture(scope="module")
+def landmarker() -> FaceLandmarker:
+    with FaceLandmarker() as fl:
+        yield fl
+
+
+@pytest.fixture(scope="module")
+def portrait(landmarker: FaceLandmarker) -> tuple[np.ndarray, np.ndarray]:
+    image = load_image(ASSETS / "portrait.png")
+    return image, landmarker.detect(image)
+
+
+@pytest.fixture(scope="module")
+def warp(portrait: tuple[np.ndarray, np.ndarray]) -> MeshWarp:
+    return MeshWarp(*portrait)
+
+
+def exp_of(**weights: float) -> np.ndarray:
+    e = np.zeros(NUM_BLENDSHAPES)
+    for k, v in weights.items():
+        e[IDX[k]] = v
+    return e
+
+
+def test_names_and_triangles() -> None:
+    assert len(BLENDSHAPE_NAMES) == 52 == len(set(BLENDSHAPE_NAMES))
+    tris = mesh_triangles()
+    assert tris.shape == (852, 3)
+    assert sorted({n for names in REGIONS.values() for n in names}) == sorted(BLENDSHAPE_NAMES)
+
+
+@pytest.mark.parametrize("angles", [(0.3, 0.0, 0.0), (0.0, -0.2, 0.1), (0.1, 0.2, -0.3)])
+def test_euler_round_trip(angles: tuple[float, float, float]) -> None:
+    r = euler_to_matrix(*angles)
+    np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(matrix_to_euler(r), angles, atol=1e-9)
+
+
+def test_pose_signs(warp: MeshWarp) -> None:
+    """DESIGN.md: yaw > 0 nose to the image right, pitch > 0 chin down, roll > 0 clockwise, tz > 0 away."""
+    rig = warp.rig
+    zero = np.zeros(NUM_BLENDSHAPES)
+    base = rig.landmarks(zero, np.zeros(6))
+
+    def moved(**p: float) -> np.ndarray:
+        pose = np.zeros(6)
+        for k, v in p.items():
+            pose[["yaw", "pitch", "roll", "tx", "ty", "tz"].index(k)] = v
+        return rig.landmarks(zero, pose)
+
+    nose, chin, forehead = 1, 152, 10
+    assert moved(yaw=0.2)[nose, 0] > base[nose, 0] + 3
+    assert moved(pitch=0.2)[nose, 1] > base[nose, 1] + 3
+    top = moved(roll=0.2)[forehead]
+    assert top[0] > base[forehead, 0] + 3  # the top of the head swings right: clockwise
+    assert moved(tx=0.5)[nose, 0] > base[nose, 0] + 10
+    assert moved(ty=0.5)[nose, 1] > base[nose, 1] + 10
+    width = lambda lm: np.ptp(lm[:, 0])  # noqa: E731
+    assert width(moved(tz=1.0)) < width(base)
+
+
+def test_exact_fit_recovers_coefficients(warp: MeshWarp) -> None:
+    rig = warp.rig
+    rng = np.random.default_rng(0)
+    errors = []
+    for _ in range(20):
+        e = np.zeros(NUM_BLENDSHAPES)
+        e[rng.choice(NUM_BLENDSHAPES - 1, 4, replace=False)] = rng.uniform(0.2, 1.0, 4)
+        pose = rng.normal(0, 1, 6) * [0.15, 0.1, 0.1, 0.1, 0.1, 0.2]
+        fit = rig.fit(rig.landmarks(e, pose))
+        errors.append(np.abs(fit.exp - e).mean())
+        np.testing.assert_allclose(fit.pose[:5], pose[:5], atol=5e-3)
+        assert abs(fit.pose[5] - pose[5]) < 0.03  # scale trades a little against expression
+    assert np.mean(errors) < 0.03
+
+
+def test_bad_inputs(warp: MeshWarp) -> None:
+    with pytest.raises(ValueError, match="478"):
+        Rig(np.zeros((468, 3)))
+    with pytest.raises(ValueError, match="52"):
+        warp.rig.shape(np.zeros(51))
+    with pytest.raises(ValueError, match="unknown emotion"):
+        emotion_coefficients("bored")
+    with pytest.raises(ValueError, match="intensity"):
+        emotion_coefficients("happy", 1.5)
+
+
+def test_smiling_photo_is_made_neutral(warp: MeshWarp) -> None:
+    """The bundled photo smiles with teeth: all-zero coefficients must close its mouth."""
+    rig = warp.rig
+    src_gap = rig.source_canonical[list(LOWER_INNER_LIP), 1] - rig.source_canonical[list(UPPER_INNER_LIP), 1]
+    assert src_gap.max() > 0.1  # the photo's mouth is open
+    assert rig.photo_exp[IDX["jawOpen"]] > 0.2
+    assert rig.photo_exp[IDX["mouthSmileLeft"]] + rig.photo_exp[IDX["mouthSmileRight"]] > 0.3
+    zero = rig.shape(np.zeros(NUM_BLENDSHAPES))
+    gap = zero[list(LOWER_INNER_LIP), 1] - zero[list(UPPER_INNER_LIP), 1]
+    np.testing.assert_allclose(gap, 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("emotion", EMOTIONS)
+def test_emotion_prototypes(emotion: str) -> None:
+    full = emotion_coefficients(emotion, 1.0)
+    half = emotion_coefficients(emotion, 0.5)
+    np.testing.assert_allclose(half, full * 0.5, atol=1e-6)
+    assert (full >= 0).all() and (full <= 1).all()
+    assert (full.sum() == 0) == (emotion == "neutral")
+
+
+def _sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    names = [n for n in BLENDSHAPE_NAMES if n != "tongueOut"]
+    e = np.zeros(NUM_BLENDSHAPES)
+    for n in rng.choice(names, 3, replace=False):
+        e[IDX[n]] = rng.uniform(0.3, 1.0)
+    e[IDX["mouthClose"]] = min(e[IDX["mouthClose"]], e[IDX["jawOpen"]])  # lips can't pass each other
+    pose = rng.normal(0, 1, 6) * [0.1, 0.08, 0.08, 0.05, 0.05, 0.1]
+    return e, pose
+
+
+def test_closed_loop_through_mediapipe(warp: MeshWarp, landmarker: FaceLandmarker) -> None:
+    """Render random coefficients, detect landmarks on the frames, fit, recover the coefficients."""
+    rig = warp.fitting_rig(landmarker.detect)
+    rng = np.random.default_rng(1)
+    truth, found, poses, fitted = [], [], [], []
+    for _ in range(24):
+        e, pose = _sample(rng)
+        fit = rig.fit(landmarker.detect(warp.render(e, pose)))
+        truth.append(e)
+        found.append(fit.exp)
+        poses.append(pose)
+        fitted.append(fit.pose)
+    t, f = np.array(truth), np.array(found)
+    report = {}
+    for region, names in REGIONS.items():
+        cols = [IDX[n] for n in names]
+        report[region] = float(np.abs(t[:, cols] - f[:, cols]).mean())
+    pose_err = np.degrees(np.abs(np.array(poses)[:, :3] - np.array(fitted)[:, :3])).mean(0)
+    print("closed-loop MAE per region:", {k: round(v, 3) for k, v in report.items()})
+    print("pose error (deg) yaw/pitch/roll:", pose_err.round(2))
+    assert report["mouth"] < 0.1
+    assert report["eyes"] < 0.1
+    assert report["brows"] < 0.12
+    assert (pose_err < 2.0).all()
+
+
+def test_mouth_curve_seen_by_detector(warp: MeshWarp, landmarker: FaceLandmarker) -> None:
+    """A jawOpen curve, rendered, is the same curve to a landmark detector that sees only pixels."""
+    t = np.linspace(0, 2 * np.pi, 30)
+    curve = 0.4 * (1 - np.cos(t * 2)) * (0.5 + 0.5 * np.sin(t * 0.7))  # uneven syllables
+    aperture = []
+    for w in curve:
+        lm = landmarker.detect(warp.render(exp_of(jawOpen=float(w))))
+        aperture.append(float((lm[list(LOWER_INNER_LIP), 1] - lm[list(UPPER_INNER_LIP), 1]).max()))
+    r = np.corrcoef(curve, aperture)[0, 1]
+    print(f"jawOpen vs detected aperture correlation: {r:.4f}")
+    assert r > 0.9
