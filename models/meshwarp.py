@@ -113,6 +113,9 @@ class MeshWarp:
             for i, o in zip(inner[1:-1], outer[1:-1], strict=True):
                 d = self.src_xy[o] - self.src_xy[i]
                 self.src_xy[i] += d * min(0.25, 2.0 / max(float(np.linalg.norm(d)), 1e-6))
+        # Likewise the lower eyelids sample skin, not the white of the eye, when a blink stretches them.
+        for chain in (EYE_RIGHT_LOWER, EYE_LEFT_LOWER):
+            self.src_xy[list(chain[1:-1]), 1] += 1.0
 
         # Triangles: the face mesh, the mouth and eye openings, and the ring (Delaunay outside the oval).
         tris = [tuple(t) for t in mesh_triangles()]

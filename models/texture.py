@@ -264,7 +264,16 @@ class EyeLayer:
         self.iris_alpha = np.clip(radius + 0.5 - dist, 0.0, 1.0).astype(np.float32)
         self.src_centre = centre
         self.src_corners = lm[[upper[0], upper[-1]], :2]
-        self.src_area = float(opening.sum())
+        self.src_upper = lm[list(upper), :2]
+        # Lid skin: the band just above the upper lid; lashes: the darkest pixels along the lid.
+        iod = _iod(lm)
+        band = np.concatenate([self.src_upper - [0.0, 0.05 * iod], (self.src_upper - [0.0, 0.11 * iod])[::-1]])
+        skin = _poly_mask((ph, pw), band, self.origin) > 0.5
+        pixels = patch[skin].astype(np.float32) if skin.sum() >= 5 else patch.reshape(-1, 3).astype(np.float32)
+        self.lid_rgb = np.median(pixels, axis=0)
+        along = patch[np.clip(np.round(self.src_upper[:, 1] - y0).astype(int), 0, ph - 1),
+                      np.clip(np.round(self.src_upper[:, 0] - x0).astype(int), 0, pw - 1)].astype(np.float32)  # fmt: skip
+        self.lash_rgb = np.minimum(along.min(0), self.lid_rgb * 0.45)
 
     def paint(self, frame: np.ndarray, lm: np.ndarray, iod: float) -> None:
         """Paint sclera and iris inside the target eyelid contour (in place)."""
@@ -274,12 +283,19 @@ class EyeLayer:
             return
         origin = np.array([x0, y0], dtype=np.float64)
         mask = _poly_mask((y1 - y0, x1 - x0), contour, origin)
-        if mask.sum() < 1.0:
-            return
         # Similarity from the source eye corners to the target ones: the eyeball turns with the head.
         sc = self.src_corners
         tc = lm[[self.upper[0], self.upper[-1]], :2]
         m = _similarity(sc - self.origin, tc - origin)
+        if mask.sum() >= 1.0:
+            self._paint_ball(frame, lm, mask, m, origin, (x0, y0, x1, y1))
+        self._paint_lid(frame, lm, m, origin)
+
+    def _paint_ball(
+        self, frame: np.ndarray, lm: np.ndarray, mask: np.ndarray, m: np.ndarray, origin: np.ndarray,
+        box: tuple[int, int, int, int],
+    ) -> None:
+        x0, y0, x1, y1 = box
         size = (x1 - x0, y1 - y0)
         sclera = cv2.warpAffine(self.sclera, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         # The iris goes where the rig puts its centre (gaze), same rotation and scale.
@@ -292,6 +308,39 @@ class EyeLayer:
         region = frame[y0:y1, x0:x1].astype(np.float32)
         mm = mask[..., None]
         frame[y0:y1, x0:x1] = np.clip(region * (1 - mm) + eye * mm, 0, 255).astype(np.uint8)
+
+    def _paint_lid(self, frame: np.ndarray, lm: np.ndarray, m: np.ndarray, origin: np.ndarray) -> None:
+        """Where the upper lid came down, paint smooth lid skin over the stretched warp and a lash line."""
+        up_t = lm[list(self.upper), :2]
+        up_open = (self.src_upper - self.origin) @ m[:, :2].T + m[:, 2] + origin  # lid where the photo has it
+        drop = up_t[:, 1] - up_open[:, 1]
+        eye_h = max(float(np.linalg.norm(self.src_corners[1] - self.src_corners[0])) * 0.3, 1.0)
+        closure = float(np.clip(drop[1:-1].max() / eye_h, 0.0, 1.0))
+        if closure < 0.15:
+            return
+        top = up_open - [0.0, 0.25 * eye_h]
+        poly = np.concatenate([top, up_t[::-1]])
+        x0, y0, x1, y1 = _box(poly, 3, frame.shape[1], frame.shape[0])
+        if x1 <= x0 or y1 <= y0:
+            return
+        o = np.array([x0, y0], dtype=np.float64)
+        mask = cv2.GaussianBlur(_poly_mask((y1 - y0, x1 - x0), poly, o), (0, 0), max(0.08 * eye_h, 0.6))
+        region = frame[y0:y1, x0:x1].astype(np.float32)
+        # Keep a little of the warped texture for grain; the lid darkens towards its rim.
+        yy = np.arange(y0, y1, dtype=np.float32)[:, None]
+        rim = np.clip((yy - np.interp(np.arange(x0, x1), up_t[:, 0], up_t[:, 1])[None, :] + 0.3 * eye_h)
+                      / (0.3 * eye_h), 0.0, 1.0)  # fmt: skip
+        lid = self.lid_rgb * (1.0 - 0.18 * rim)[..., None]
+        a = (mask * min(1.0, (closure - 0.15) / 0.35) * 0.85)[..., None]
+        out = region * (1 - a) + (0.75 * lid + 0.25 * region) * a
+        frame[y0:y1, x0:x1] = np.clip(out, 0, 255).astype(np.uint8)
+        # Lashes along the lid's edge.
+        pts = np.round(up_t * (1 << _SHIFT)).astype(np.int32)
+        thick = max(int(round(0.12 * eye_h)), 1)
+        lash = frame.copy()
+        cv2.polylines(lash, [pts], False, [float(c) for c in self.lash_rgb], thick, cv2.LINE_AA, _SHIFT)
+        k = min(1.0, closure)
+        frame[y0:y1, x0:x1] = (frame[y0:y1, x0:x1] * (1 - 0.8 * k) + lash[y0:y1, x0:x1] * 0.8 * k).astype(np.uint8)
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
