@@ -532,7 +532,7 @@ def _build_basis(v: np.ndarray, cfg: RigConfig) -> np.ndarray:
         outer, inner = brow[0:2] + brow[5:7], brow[3:5] + brow[8:10]
         brow_w = m.bump(tuple(brow), 0.3, zero=tuple(upper))
         outer_w = m.bump(outer, 0.35, zero=tuple(upper) + tuple(inner))
-        put(f"browDown{side}", brow_w[:, None] * np.array([-0.03 * sign, 0.09, 0.0]))
+        put(f"browDown{side}", brow_w[:, None] * np.array([-0.025 * sign, 0.065, 0.0]))
         inner_w = m.bump(inner, 0.3, zero=tuple(upper))
         put(f"browDown{side}", inner_w[:, None] * np.array([-0.03 * sign, 0.03, 0.0]))
         put(f"browOuterUp{side}", outer_w[:, None] * np.array([0.0, -0.11, 0.0]))

@@ -144,6 +144,7 @@ class MouthLayer:
         """Paint the interior inside the target inner-lip contour of frame (in place)."""
         up = lm[list(UPPER_INNER_LIP), :2]
         lo = lm[list(LOWER_INNER_LIP), :2]
+        self._paint_seam(frame, up, lo)
         if float((lo[1:-1, 1] - up[1:-1, 1]).max()) < 0.6:
             return
         poly = np.concatenate([up, lo[::-1][1:-1]])
@@ -191,6 +192,30 @@ class MouthLayer:
         region = frame[y0:y1, x0:x1].astype(np.float32)
         m = mask[..., None]
         frame[y0:y1, x0:x1] = np.clip(region * (1 - m) + out * m, 0, 255).astype(np.uint8)
+
+
+    def _paint_seam(self, frame: np.ndarray, up: np.ndarray, lo: np.ndarray) -> None:
+        """Where the lips meet, a soft anti-aliased seam in the lips' shadow colour hides the
+        stair-stepped line the warp leaves along the collapsed opening."""
+        mid = 0.5 * (up + lo)
+        closed = np.clip(1.5 - np.abs(lo[:, 1] - up[:, 1]), 0.0, 1.0)
+        if closed.max() <= 0.0:
+            return
+        x0, y0, x1, y1 = _box(mid, 3, frame.shape[1], frame.shape[0])
+        if x1 <= x0 or y1 <= y0:
+            return
+        pts = np.round((mid - [x0, y0]) * (1 << _SHIFT)).astype(np.int32)
+        # Fade the seam out where the lips are apart (per column along the mouth).
+        xs = np.arange(x0, x1, dtype=np.float64)
+        weight = np.interp(xs, mid[:, 0], closed)[None, :]
+        region = frame[y0:y1, x0:x1].astype(np.float32)
+        # A band of lip colour over the remnants, then a thin shadow line where the lips meet.
+        for width, rgb, alpha in ((4, self.lip_rgb * 0.9, 0.9), (1, self.lip_rgb * 0.5, 0.8)):
+            mask = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+            cv2.polylines(mask, [pts], False, 255, width, cv2.LINE_AA, _SHIFT)
+            a = (cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 0.6) * weight * alpha)[..., None]
+            region = region * (1 - a) + rgb * a
+        frame[y0:y1, x0:x1] = np.clip(region, 0, 255).astype(np.uint8)
 
 
 def _sample(tex: np.ndarray, sx: np.ndarray, v: np.ndarray, v_max: float, tex_h: int) -> np.ndarray:
@@ -261,7 +286,7 @@ class EyeLayer:
         ring = np.clip(1.0 - 0.35 * (dist / max(radius, 1.0)) ** 4, 0.6, 1.0)[..., None]
         iris_rgb[hidden] = (med * ring)[hidden]
         self.iris_rgb = iris_rgb
-        self.iris_alpha = np.clip(radius + 0.5 - dist, 0.0, 1.0).astype(np.float32)
+        self.iris_alpha = np.clip(radius - 0.5 - dist, 0.0, 1.0).astype(np.float32)
         self.src_centre = centre
         self.src_corners = lm[[upper[0], upper[-1]], :2]
         self.src_upper = lm[list(upper), :2]
