@@ -516,15 +516,16 @@ def _build_basis(v: np.ndarray, cfg: RigConfig) -> np.ndarray:
         put(f"eyeWide{side}", wide)
         # Gaze: the iris moves inside the eye; the upper lid follows vertical gaze a little.
         # "In" is towards the nose: image-left for the image-right (Left) eye.
-        look = {"Up": np.array([0.0, -0.35 * eye_h, 0.0]), "Down": np.array([0.0, 0.3 * eye_h, 0.0]),
+        look = {"Up": np.array([0.0, -0.35 * eye_h, 0.0]), "Down": np.array([0.0, 0.38 * eye_h, 0.0]),
                 "In": np.array([-0.17 * eye_w * sign, 0.0, 0.0]), "Out": np.array([0.17 * eye_w * sign, 0.0, 0.0])}  # fmt: skip
         for direction, dv in look.items():
             d = np.zeros((n, 3))
             d[list(iris)] = dv
             if direction in ("Up", "Down"):
-                d[list(upper[1:-1])] = dv * 0.45
+                # The lid follows the gaze, less than the iris (or a downward look reads as a blink).
+                d[list(upper[1:-1])] = dv * 0.3
                 for k, frac in lid_ring.items():
-                    d[k] = dv * 0.45 * frac
+                    d[k] = dv * 0.3 * frac
             put(f"eyeLook{direction}{side}", d)
 
         # Brows.

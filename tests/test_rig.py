@@ -148,7 +148,7 @@ def test_closed_loop_through_mediapipe(warp: MeshWarp, landmarker: FaceLandmarke
     rig = warp.fitting_rig(landmarker.detect)
     rng = np.random.default_rng(1)
     truth, found, poses, fitted = [], [], [], []
-    for _ in range(24):
+    for _ in range(40):
         e, pose = _sample(rng)
         fit = rig.fit(landmarker.detect(warp.render(e, pose)))
         truth.append(e)
