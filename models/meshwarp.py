@@ -109,10 +109,12 @@ class MeshWarp:
         self.src_xy = np.concatenate([src[:, :2], self._ring_src]).astype(np.float64)
         # Where the photo's lips are parted, its inner lip landmarks sit on the teeth edge: sample
         # the lips from a little further out, so a closed mouth shows no line of teeth.
+        gap = float((src[list(LOWER_INNER_LIP), 1] - src[list(UPPER_INNER_LIP), 1]).max())
+        parted = float(np.clip((gap - 1.0) / 3.0, 0.0, 1.0))  # 0 for a closed mouth
         for inner, outer in ((UPPER_INNER_LIP, UPPER_OUTER_LIP), (LOWER_INNER_LIP, LOWER_OUTER_LIP)):
             for i, o in zip(inner[1:-1], outer[1:-1], strict=True):
                 d = self.src_xy[o] - self.src_xy[i]
-                self.src_xy[i] += d * min(0.25, 2.0 / max(float(np.linalg.norm(d)), 1e-6))
+                self.src_xy[i] += d * min(0.25, 2.0 / max(float(np.linalg.norm(d)), 1e-6)) * parted
         # Likewise the lower eyelids sample skin, not the white of the eye, when a blink stretches them.
         for chain in (EYE_RIGHT_LOWER, EYE_LEFT_LOWER):
             self.src_xy[list(chain[1:-1]), 1] += 1.0
@@ -157,7 +159,7 @@ class MeshWarp:
         self._full_w = bx1 - bx0
         self._full_h = by1 - by0
 
-    def fitting_rig(self, detect: Callable[[np.ndarray], np.ndarray], weight: float = 0.6) -> Rig:
+    def fitting_rig(self, detect: Callable[[np.ndarray], np.ndarray], weight: float = 0.8) -> Rig:
         """A rig that fits this face's rendered frames in the terms of ``detect`` (image -> (478, 3)).
 
         Renders the relaxed face and each blendshape alone at ``weight``, runs the detector on

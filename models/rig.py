@@ -98,7 +98,7 @@ class RigConfig:
     camera_distance: float = 9.0  # IOD units; sets how tz scales the face
     fit_z_weight: float = 0.3  # MediaPipe depth is noisier than x, y
     fit_iters: int = 150  # projected-gradient iterations per fit
-    fit_l2: float = 2e-4  # ridge on the coefficients (keeps near-duplicate shapes apart)
+    fit_l2: float = 2e-3  # ridge on the coefficients (keeps near-duplicate shapes apart)
     fit_rounds: int = 2  # alternate pose and expression this many times
 
     def __post_init__(self) -> None:

@@ -69,9 +69,8 @@ class MouthLayer:
         lip_rgb = (patch * lips[..., None]).sum((0, 1)) / max(float(lips.sum()), 1.0)
         self.lip_rgb = lip_rgb
         # Teeth: white-ish, no brighter than the photo's highlights, tinted by its light.
-        bright = np.percentile(image.reshape(-1, 3).astype(np.float32), 97, axis=0)
-        self.teeth_rgb = np.clip(0.88 * bright * np.array([1.0, 0.97, 0.9]), 150, 245)
-        self.cavity_rgb = lip_rgb * np.array([0.42, 0.24, 0.24])
+        self.teeth_rgb = _teeth_colour(image, lm)
+        self.cavity_rgb = lip_rgb * np.array([0.3, 0.16, 0.15])
         self.tongue_rgb = np.clip(lip_rgb * np.array([0.95, 0.62, 0.62]) + np.array([15.0, 0.0, 0.0]), 0, 255)
         gap = (lm[list(LOWER_INNER_LIP[1:-1]), 1] - lm[list(UPPER_INNER_LIP[1:-1]), 1]).max() / iod
         self.uses_photo_teeth = bool(gap > 0.06)
@@ -103,7 +102,7 @@ class MouthLayer:
         inside = (ax < edges[-1]).astype(np.float32)
         shade = np.interp(ax, [0.0, 0.5, 0.7], [1.0, 0.8, 0.55])[..., None]
         upper = np.empty((h, w, 4), dtype=np.float32)
-        upper[..., :3] = self.teeth_rgb * shade * (0.75 + 0.25 * sep[..., None]) + grain
+        upper[..., :3] = self.teeth_rgb * shade * (0.86 + 0.14 * sep[..., None]) + grain
         # Shadow of the upper lip on the teeth.
         upper[..., :3] *= np.clip(0.55 + vv / 0.03, 0.55, 1.0)[..., None]
         upper[..., 3] = tip * inside
@@ -116,7 +115,7 @@ class MouthLayer:
         lt_len = np.interp(ax, [0.0, 0.3, 0.5], [0.065, 0.055, 0.0])
         lteeth = np.clip((lt_len - vv) / 0.012, 0.0, 1.0) * (ax < 0.5)
         lsep = np.clip(np.minimum((ax * 8) % 1, 1 - (ax * 8) % 1) * 6.0, 0, 1) ** 0.5
-        lt_rgb = self.teeth_rgb * 0.85 * (0.8 + 0.2 * lsep[..., None])
+        lt_rgb = self.teeth_rgb * 0.8 * (0.88 + 0.12 * lsep[..., None])
         a = lteeth[..., None]
         lower[..., :3] = lower[..., :3] * (1 - a) + lt_rgb * a
         lower[..., 3] = np.maximum(lower[..., 3], lteeth)
@@ -144,7 +143,8 @@ class MouthLayer:
         """Paint the interior inside the target inner-lip contour of frame (in place)."""
         up = lm[list(UPPER_INNER_LIP), :2]
         lo = lm[list(LOWER_INNER_LIP), :2]
-        self._paint_seam(frame, up, lo)
+        if self.uses_photo_teeth:
+            self._paint_seam(frame, up, lo)
         if float((lo[1:-1, 1] - up[1:-1, 1]).max()) < 0.6:
             return
         poly = np.concatenate([up, lo[::-1][1:-1]])
@@ -189,6 +189,8 @@ class MouthLayer:
             lo_rgba = lo_rgba * (1 - t) + np.append(self.tongue_rgb, 1.0) * t
         out = cav * (1 - lo_rgba[..., 3:]) + lo_rgba[..., :3]
         out = out * (1 - up_rgba[..., 3:]) + up_rgba[..., :3]
+        # Painted texture is crisper than a photo: soften it to the photo's own blur.
+        out = cv2.GaussianBlur(out.astype(np.float32), (0, 0), max(0.006 * iod, 0.5))
         region = frame[y0:y1, x0:x1].astype(np.float32)
         m = mask[..., None]
         frame[y0:y1, x0:x1] = np.clip(region * (1 - m) + out * m, 0, 255).astype(np.uint8)
@@ -216,6 +218,35 @@ class MouthLayer:
             a = (cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 0.6) * weight * alpha)[..., None]
             region = region * (1 - a) + rgb * a
         frame[y0:y1, x0:x1] = np.clip(region, 0, 255).astype(np.uint8)
+
+
+def _teeth_colour(image: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """Teeth white in the photo's light: the brightest white of its eyes, else of its face."""
+    from models.rig import EYE_LEFT_LOWER, EYE_LEFT_UPPER, EYE_RIGHT_LOWER, EYE_RIGHT_UPPER, FACE_OVAL
+
+    h, w = image.shape[:2]
+    samples = []
+    for upper, lower in ((EYE_RIGHT_UPPER, EYE_RIGHT_LOWER), (EYE_LEFT_UPPER, EYE_LEFT_LOWER)):
+        poly = np.concatenate([lm[list(upper), :2], lm[list(lower[::-1][1:-1]), :2]])
+        x0, y0, x1, y1 = _box(poly, 1, w, h)
+        mask = _poly_mask((y1 - y0, x1 - x0), poly, np.array([x0, y0], dtype=np.float64)) > 0.5
+        samples.append(image[y0:y1, x0:x1][mask].astype(np.float32))
+    eye = np.concatenate(samples)
+    if len(eye) >= 20:
+        luma = eye @ np.array([0.299, 0.587, 0.114])
+        white = eye[luma >= np.percentile(luma, 85)].mean(0)
+    else:
+        poly = lm[list(FACE_OVAL), :2]
+        x0, y0, x1, y1 = _box(poly, 0, w, h)
+        mask = _poly_mask((y1 - y0, x1 - x0), poly, np.array([x0, y0], dtype=np.float64)) > 0.5
+        white = np.percentile(image[y0:y1, x0:x1][mask].astype(np.float32), 97, axis=0)
+    # Teeth are ivory: take the light's brightness and only a quarter of its tint (eye whites
+    # are often pink or shadowed), and never darker than a light grey.
+    luma = max(float(white @ np.array([0.299, 0.587, 0.114])), 1.0)
+    tint = white / luma
+    ivory = np.array([1.0, 0.97, 0.88])
+    colour = max(luma, 175.0) * (0.75 * ivory + 0.25 * tint)
+    return np.clip(colour, 0, 240)
 
 
 def _sample(tex: np.ndarray, sx: np.ndarray, v: np.ndarray, v_max: float, tex_h: int) -> np.ndarray:

@@ -133,12 +133,23 @@ def test_emotion_prototypes(emotion: str) -> None:
     assert (full.sum() == 0) == (emotion == "neutral")
 
 
+_CONJUGATE = [
+    ("eyeLookUpLeft", "eyeLookUpRight"),
+    ("eyeLookDownLeft", "eyeLookDownRight"),
+    ("eyeLookInLeft", "eyeLookOutRight"),
+    ("eyeLookOutLeft", "eyeLookInRight"),
+]
+
+
 def _sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     names = [n for n in BLENDSHAPE_NAMES if n != "tongueOut"]
     e = np.zeros(NUM_BLENDSHAPES)
     for n in rng.choice(names, 3, replace=False):
         e[IDX[n]] = rng.uniform(0.3, 1.0)
     e[IDX["mouthClose"]] = min(e[IDX["mouthClose"]], e[IDX["jawOpen"]])  # lips can't pass each other
+    # Eyes move together: a gaze shape comes with its partner on the other eye.
+    for a, b in _CONJUGATE:
+        e[IDX[a]] = e[IDX[b]] = max(e[IDX[a]], e[IDX[b]])
     pose = rng.normal(0, 1, 6) * [0.1, 0.08, 0.08, 0.05, 0.05, 0.1]
     return e, pose
 
