@@ -156,6 +156,7 @@ class MeshWarp:
         jy = (np.arange(self._mh) + 0.5) / s - 0.5 + by0
         self._gx, self._gy = np.meshgrid(jx.astype(np.float32), jy.astype(np.float32))
         self._ids = np.zeros((self._mh, self._mw), dtype=np.uint16)
+        self._kernel = np.ones((3, 3), dtype=np.uint8)
         self._full_w = bx1 - bx0
         self._full_h = by1 - by0
 
@@ -237,6 +238,10 @@ class MeshWarp:
         pts = np.round(((t - [bx0, by0]) * s + (0.5 * s - 0.5)) * (1 << shift)).astype(np.int32)
         for k in order:
             cv2.fillConvexPoly(ids, pts[k], int(k) + 1, lineType=cv2.LINE_8, shift=shift)
+        # Folded triangles can leave pinholes no triangle covers: give them a neighbour's map.
+        # (At the outermost ring the neighbour's map is the identity, so growing there is harmless.)
+        grown = cv2.dilate(ids, self._kernel)
+        ids = np.where(ids == 0, grown, ids)
         m = table[ids]  # (h, w, 2, 3)
         gx, gy = self._gx, self._gy
         mx = m[..., 0, 0] * gx + m[..., 0, 1] * gy + m[..., 0, 2]

@@ -100,6 +100,7 @@ class RigConfig:
     fit_iters: int = 150  # projected-gradient iterations per fit
     fit_l2: float = 2e-3  # ridge on the coefficients (keeps near-duplicate shapes apart)
     fit_rounds: int = 2  # alternate pose and expression this many times
+    pivot: tuple[float, float, float] = (0.0, 0.5, 1.1)  # head rotation centre, canonical frame (IOD)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.jaw_open_rad < 1.0:
@@ -229,6 +230,7 @@ class Rig:
         z = np.cross(x, y)
         self.rotation = np.stack([x, y, z], axis=1)  # canonical -> image axes
         self.center = (eye_l + eye_r) / 2.0
+        self._pivot = self.rotation @ np.asarray(self.config.pivot, dtype=np.float64)  # image axes, IOD
         self.source_canonical = (landmarks - self.center) @ self.rotation / self.iod  # (478, 3)
         self.basis = _build_basis(self.source_canonical, self.config)  # (52, 478, 3)
         self.photo_exp = _fit_own_expression(self.source_canonical, self.basis)
@@ -246,10 +248,14 @@ class Rig:
     def to_image(self, canonical: np.ndarray, pose: np.ndarray) -> np.ndarray:
         """Place canonical points (N, 3) in the source image with pose (6,). Returns pixels (N, 3)."""
         pose = _check_pose(pose)
-        r = euler_to_matrix(pose[0], pose[1], pose[2]) @ self.rotation
+        rp = euler_to_matrix(pose[0], pose[1], pose[2])
         d = self.config.camera_distance
         scale = self.iod * d / (d + pose[5])
-        return self.center + scale * (canonical @ r.T + pose[3:6] * np.array([1.0, 1.0, 0.0]))
+        # The head turns about a pivot inside it (the neck), not about the eyes: the face slides
+        # across while the silhouette near the ears barely moves.
+        pivot = self._pivot
+        y = canonical @ self.rotation.T
+        return self.center + scale * ((y - pivot) @ rp.T + pivot + pose[3:6] * np.array([1.0, 1.0, 0.0]))
 
     def landmarks(self, exp: np.ndarray, pose: np.ndarray) -> np.ndarray:
         """Image landmarks (478, 3) in the source image's pixels for (exp, pose)."""
@@ -330,7 +336,8 @@ class Rig:
             s, r, t = _umeyama(src, x, self._pose_w)
             yaw, pitch, roll = matrix_to_euler(r)
             tz = d / s - d
-            pose = np.array([yaw, pitch, roll, t[0] / s, t[1] / s, tz])
+            shift = t / s - self._pivot + r @ self._pivot  # translation about the pivot
+            pose = np.array([yaw, pitch, roll, shift[0], shift[1], tz])
             # Undo the pose: observed points back in the canonical frame.
             canon = ((x - t) / s) @ r @ self.rotation
             exp = self._solve_exp(canon - self.neutral, exp)
