@@ -323,10 +323,16 @@ class EyeLayer:
         self.src_upper = lm[list(upper), :2]
         # Lid skin: the band just above the upper lid; lashes: the darkest pixels along the lid.
         iod = _iod(lm)
-        band = np.concatenate([self.src_upper - [0.0, 0.05 * iod], (self.src_upper - [0.0, 0.11 * iod])[::-1]])
-        skin = _poly_mask((ph, pw), band, self.origin) > 0.5
-        pixels = patch[skin].astype(np.float32) if skin.sum() >= 5 else patch.reshape(-1, 3).astype(np.float32)
-        self.lid_rgb = np.median(pixels, axis=0)
+        # (Above the crease and its lash shadow; the brighter half, so shadows and frames don't grey it.)
+        lid = self.src_upper[1:-1]
+        band = np.concatenate([lid - [0.0, 0.07 * iod], (lid - [0.0, 0.15 * iod])[::-1]])
+        yy0 = max(int(np.floor(band[:, 1].min())), 0)
+        yy1 = max(int(np.ceil(band[:, 1].max())) + 1, yy0 + 1)
+        region = image[yy0:yy1, x0:x1]
+        skin = _poly_mask(region.shape[:2], band, np.array([x0, yy0], dtype=np.float64)) > 0.5
+        pixels = region[skin].astype(np.float32) if skin.sum() >= 5 else patch.reshape(-1, 3).astype(np.float32)
+        luma = pixels @ np.array([0.299, 0.587, 0.114])
+        self.lid_rgb = np.median(pixels[luma >= np.median(luma)], axis=0)
         along = patch[np.clip(np.round(self.src_upper[:, 1] - y0).astype(int), 0, ph - 1),
                       np.clip(np.round(self.src_upper[:, 0] - x0).astype(int), 0, pw - 1)].astype(np.float32)  # fmt: skip
         self.lash_rgb = np.minimum(along.min(0), self.lid_rgb * 0.45)
