@@ -470,7 +470,10 @@ def _build_basis(v: np.ndarray, cfg: RigConfig) -> np.ndarray:
         corner_w = m.bump(corners, 0.55, zero=(13, 14, 0, 17))
         cheek_w = m.bump(corners, 0.75)
         put(f"mouthSmile{side}", corner_w[:, None] * np.array([0.12 * sign, -0.13, 0.05]))
-        put(f"mouthSmile{side}", (cheek_w * s * (v[:, 1] < y_mouth))[:, None] * np.array([0.02 * sign, -0.04, -0.02]))
+        put(
+            f"mouthSmile{side}",
+            (cheek_w * s * (v[:, 1] < y_mouth))[:, None] * np.array([0.02 * sign, -0.04, -0.02]),
+        )
         put(f"mouthFrown{side}", corner_w[:, None] * np.array([0.0, 0.11, 0.0]))
         put(f"mouthDimple{side}", corner_w[:, None] * np.array([0.07 * sign, 0.0, 0.05]))
         put(f"mouthStretch{side}", corner_w[:, None] * np.array([0.1 * sign, 0.05, 0.0]))
@@ -480,7 +483,9 @@ def _build_basis(v: np.ndarray, cfg: RigConfig) -> np.ndarray:
         put(f"mouthPress{side}", press)
         put(f"mouthLowerDown{side}", (lower_lip_w * s)[:, None] * np.array([0.0, 0.12, 0.0]))
         put(f"mouthUpperUp{side}", (upper_lip_w * s)[:, None] * np.array([0.0, -0.1, -0.02]))
-        cheek_sq = m.bump(tuple(k for k in ((50, 101, 118, 117, 123) if sign < 0 else (280, 330, 347, 346, 352))), 0.45)
+        cheek_sq = m.bump(
+            tuple(k for k in ((50, 101, 118, 117, 123) if sign < 0 else (280, 330, 347, 346, 352))), 0.45
+        )
         put(f"cheekSquint{side}", cheek_sq[:, None] * np.array([0.0, -0.07, -0.02]))
         wing = NOSE_WING_LEFT if sign > 0 else NOSE_WING_RIGHT
         sneer = m.bump(wing, 0.45)
@@ -556,8 +561,8 @@ def _build_basis(v: np.ndarray, cfg: RigConfig) -> np.ndarray:
     to_c[:, 1] *= 0.3
     put("mouthPucker", mouth_w[:, None] * (to_c * np.array([0.35, 1.0, 0.0]) + np.array([0.0, 0.0, -0.08])))
     funnel = np.zeros((n, 3))
-    funnel[:, 1] = (lower_lip_w * 0.09 - upper_lip_w * 0.06)
-    funnel += (mouth_w[:, None] * to_c * np.array([0.25, 0.0, 0.0]))
+    funnel[:, 1] = lower_lip_w * 0.09 - upper_lip_w * 0.06
+    funnel += mouth_w[:, None] * to_c * np.array([0.25, 0.0, 0.0])
     funnel[:, 2] -= mouth_w * 0.06
     put("mouthFunnel", funnel)
     put("mouthLeft", mouth_w[:, None] * np.array([0.12, 0.0, 0.0]))
@@ -718,4 +723,3 @@ def emotion_coefficients(emotion: str, intensity: float = 1.0) -> np.ndarray:
     for name, w in _EMOTION_PROTOTYPES[emotion].items():
         out[_IDX[name]] = w * intensity
     return out
-

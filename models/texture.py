@@ -65,7 +65,9 @@ class MouthLayer:
         x0, y0, x1, y1 = _box(lip_ring, 2, self._w, self._h)
         patch = image[y0:y1, x0:x1].astype(np.float32)
         origin = np.array([x0, y0], dtype=np.float64)
-        lips = _poly_mask(patch.shape[:2], lip_ring, origin) * (1.0 - _poly_mask(patch.shape[:2], inner, origin))
+        lips = _poly_mask(patch.shape[:2], lip_ring, origin) * (
+            1.0 - _poly_mask(patch.shape[:2], inner, origin)
+        )
         lip_rgb = (patch * lips[..., None]).sum((0, 1)) / max(float(lips.sum()), 1.0)
         self.lip_rgb = lip_rgb
         # Teeth: white-ish, no brighter than the photo's highlights, tinted by its light.
@@ -130,7 +132,9 @@ class MouthLayer:
             (self.lower_tex, LOWER_INNER_LIP, -1.0, lo_v),
         ):
             mx, my = _chain_map(lm, chain, iod, sign, self.TEX_W, self.TEX_H, self.V_MAX)
-            rgb = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+            rgb = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(
+                np.float32
+            )
             v = (np.arange(self.TEX_H) + 0.5) / self.TEX_H * self.V_MAX
             a = np.clip((vmax - v) / 0.01, 0.0, 1.0)[:, None] * np.ones(self.TEX_W)
             tex[..., :3] = rgb * a[..., None] + tex[..., :3] * (1 - a[..., None])
@@ -181,7 +185,11 @@ class MouthLayer:
         lo_rgba = _sample(self.lower_tex, sx, v_lo, self.V_MAX, self.TEX_H)
         # The cavity darkens towards its middle and with a wider opening (deeper throat).
         depth = np.clip(np.minimum(v_up, v_lo) / np.maximum(opening * 0.5, 1e-3), 0.0, 1.0)
-        cav = self.cavity_rgb * (1.0 - 0.45 * depth)[..., None] * (1.0 - 0.25 * np.clip(opening / 0.4, 0, 1))[..., None]
+        cav = (
+            self.cavity_rgb
+            * (1.0 - 0.45 * depth)[..., None]
+            * (1.0 - 0.25 * np.clip(opening / 0.4, 0, 1))[..., None]
+        )
         tongue_out = float(exp[_TONGUE_OUT])
         if tongue_out > 0.0:
             # The tongue comes forward over the lower teeth and fills more of the opening.
@@ -194,7 +202,6 @@ class MouthLayer:
         region = frame[y0:y1, x0:x1].astype(np.float32)
         m = mask[..., None]
         frame[y0:y1, x0:x1] = np.clip(region * (1 - m) + out * m, 0, 255).astype(np.uint8)
-
 
     def _paint_seam(self, frame: np.ndarray, up: np.ndarray, lo: np.ndarray) -> None:
         """Where the lips meet, a soft anti-aliased seam in the lips' shadow colour hides the
@@ -330,7 +337,9 @@ class EyeLayer:
         yy1 = max(int(np.ceil(band[:, 1].max())) + 1, yy0 + 1)
         region = image[yy0:yy1, x0:x1]
         skin = _poly_mask(region.shape[:2], band, np.array([x0, yy0], dtype=np.float64)) > 0.5
-        pixels = region[skin].astype(np.float32) if skin.sum() >= 5 else patch.reshape(-1, 3).astype(np.float32)
+        pixels = (
+            region[skin].astype(np.float32) if skin.sum() >= 5 else patch.reshape(-1, 3).astype(np.float32)
+        )
         luma = pixels @ np.array([0.299, 0.587, 0.114])
         self.lid_rgb = np.median(pixels[luma >= np.median(luma)], axis=0)
         along = patch[np.clip(np.round(self.src_upper[:, 1] - y0).astype(int), 0, ph - 1),
@@ -354,7 +363,12 @@ class EyeLayer:
         self._paint_lid(frame, lm, m, origin)
 
     def _paint_ball(
-        self, frame: np.ndarray, lm: np.ndarray, mask: np.ndarray, m: np.ndarray, origin: np.ndarray,
+        self,
+        frame: np.ndarray,
+        lm: np.ndarray,
+        mask: np.ndarray,
+        m: np.ndarray,
+        origin: np.ndarray,
         box: tuple[int, int, int, int],
     ) -> None:
         x0, y0, x1, y1 = box
@@ -364,7 +378,9 @@ class EyeLayer:
         tgt_c = lm[self.iris[0], :2] - origin
         mi = m.copy()
         mi[:, 2] += tgt_c - (m[:, :2] @ (self.src_centre - self.origin) + m[:, 2])
-        iris = cv2.warpAffine(self.iris_rgb, mi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        iris = cv2.warpAffine(
+            self.iris_rgb, mi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
         ia = cv2.warpAffine(self.iris_alpha, mi, size, flags=cv2.INTER_LINEAR, borderValue=0)[..., None]
         eye = sclera.astype(np.float32) * (1 - ia) + iris * ia
         region = frame[y0:y1, x0:x1].astype(np.float32)
@@ -402,7 +418,9 @@ class EyeLayer:
         lash = frame.copy()
         cv2.polylines(lash, [pts], False, [float(c) for c in self.lash_rgb], thick, cv2.LINE_AA, _SHIFT)
         k = min(1.0, closure)
-        frame[y0:y1, x0:x1] = (frame[y0:y1, x0:x1] * (1 - 0.8 * k) + lash[y0:y1, x0:x1] * 0.8 * k).astype(np.uint8)
+        frame[y0:y1, x0:x1] = (frame[y0:y1, x0:x1] * (1 - 0.8 * k) + lash[y0:y1, x0:x1] * 0.8 * k).astype(
+            np.uint8
+        )
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
