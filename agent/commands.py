@@ -1,0 +1,286 @@
+"""The offline commands behind run_agent.py: animate, reenact and pose.
+
+Each takes explicit arguments, renders with MeshWarp on a source portrait and returns the path it
+wrote. Bad inputs raise InputError and output failures StreamError, each with one clear message;
+an output file is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from agent.errors import InputError, StreamError
+from models.coeffs import CoeffFileError, CoeffSequence, load_coeffs, save_coeffs
+from models.landmarks import (
+    FaceLandmarker,
+    FaceNotFoundError,
+    ImageReadError,
+    align_portrait,
+    eye_centers,
+    load_image,
+)
+from models.meshwarp import MeshWarp
+from models.rig import EMOTIONS, Rig, emotion_coefficients
+from streaming.file import Mp4Writer, VideoReadError, VideoWriteError, extract_audio, iter_frames, read_video
+
+__all__ = [
+    "PORTRAIT_SIZE",
+    "SourcePortrait",
+    "animate",
+    "load_portrait",
+    "pose",
+    "reenact",
+    "render_coeffs",
+    "track_video",
+]
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+PORTRAIT_SIZE = 512  # px, the square the renderer works in
+# A photo counts as already aligned when it is PORTRAIT_SIZE square, its eyes are level within this
+# angle, and its inter-ocular distance is within this fraction of what align_portrait would make.
+_LEVEL_TOLERANCE_RAD = math.radians(2.0)
+_IOD_TOLERANCE = 0.10
+_ALIGN_IOD_FRACTION: float = inspect.signature(align_portrait).parameters["iod_fraction"].default
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True, eq=False)
+class SourcePortrait:
+    """The photo to animate. image: (512, 512, 3) uint8 RGB; landmarks: (478, 3) float32 pixels."""
+
+    path: Path
+    image: np.ndarray
+    landmarks: np.ndarray
+
+
+def load_portrait(path: PathLike) -> SourcePortrait:
+    """Read a photo, find its face and align it to a 512x512 portrait unless it already is one.
+
+    Raises:
+        InputError: the file is missing or not an image, or holds no usable face.
+    """
+    path = Path(path)
+    try:
+        image = load_image(path)
+    except ImageReadError as exc:
+        raise InputError(str(exc)) from exc
+    with FaceLandmarker() as landmarker:
+        try:
+            landmarks = landmarker.detect(image)
+        except FaceNotFoundError as exc:
+            raise InputError(f"{path}: {exc}") from exc
+    if not _is_aligned(image, landmarks):
+        aligned = align_portrait(image, landmarks, size=PORTRAIT_SIZE)
+        log.info(
+            "aligned %s (%dx%d) to a %dx%d portrait (eyes level, %.0f px apart)",
+            path, image.shape[1], image.shape[0], PORTRAIT_SIZE, PORTRAIT_SIZE,
+            _ALIGN_IOD_FRACTION * PORTRAIT_SIZE,
+        )  # fmt: skip
+        image, landmarks = aligned.image, aligned.landmarks
+    return SourcePortrait(path=path, image=image, landmarks=landmarks)
+
+
+def _is_aligned(image: np.ndarray, landmarks: np.ndarray) -> bool:
+    if image.shape[:2] != (PORTRAIT_SIZE, PORTRAIT_SIZE):
+        return False
+    left, right = eye_centers(landmarks)
+    dx, dy = right - left
+    iod = math.hypot(dx, dy)
+    expected_iod = _ALIGN_IOD_FRACTION * PORTRAIT_SIZE
+    is_level = abs(math.atan2(dy, dx)) <= _LEVEL_TOLERANCE_RAD
+    return is_level and abs(iod - expected_iod) <= _IOD_TOLERANCE * expected_iod
+
+
+def render_coeffs(
+    source: SourcePortrait,
+    seq: CoeffSequence,
+    out: PathLike,
+    *,
+    audio: PathLike | None = None,
+    desc: str = "render",
+) -> Path:
+    """Render a coefficient sequence on ``source`` to an .mp4 at ``seq.fps``, muxing ``audio`` if given.
+
+    A progress bar (tqdm) shows on a terminal. The audio is cut or padded to the video's length.
+
+    Raises:
+        InputError: the audio file is missing or undecodable.
+        StreamError: the video could not be encoded or written (nothing is left at ``out``).
+    """
+    out = Path(out)
+    warp = MeshWarp(source.image, source.landmarks)
+    height, width = source.image.shape[:2]
+    try:
+        with Mp4Writer(out, fps=seq.fps, size=(width, height), audio=audio) as writer:
+            for t in tqdm(range(len(seq)), desc=desc, unit="frame", disable=None):
+                writer.write(warp.render(seq.exp[t], seq.pose[t]))
+    except VideoReadError as exc:  # the audio, probed when the writer opens
+        raise InputError(str(exc)) from exc
+    except VideoWriteError as exc:
+        raise StreamError(str(exc)) from exc
+    except OSError as exc:
+        raise StreamError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    return out
+
+
+def animate(image: PathLike, coeffs: PathLike, out: PathLike, *, audio: PathLike | None = None) -> Path:
+    """Render a coefficient .npz (models.coeffs) on the photo ``image`` to the video ``out``."""
+    try:
+        seq = load_coeffs(coeffs)
+    except CoeffFileError as exc:
+        raise InputError(str(exc)) from exc
+    if audio is not None and not Path(audio).is_file():
+        raise InputError(f"audio file not found: {audio}")
+    source = load_portrait(image)
+    return render_coeffs(source, seq, out, audio=audio, desc="animate")
+
+
+def track_video(driving: PathLike) -> tuple[CoeffSequence, int]:
+    """Fit rig coefficients to every frame of a video of a face.
+
+    The rig is built on the first frame with a face, so blendshape weights are the driving actor's
+    own (absolute, w.r.t. that actor's relaxed face) and the pose is relative to that first frame.
+    Frames without a face repeat the previous frame's coefficients (those before the first face
+    take the first face's).
+
+    Returns:
+        (the sequence at the video's frame rate, the number of frames without a face)
+
+    Raises:
+        InputError: the video cannot be read, or no frame has a face.
+    """
+    try:
+        info = read_video(driving)
+        frames = iter_frames(driving)
+    except VideoReadError as exc:
+        raise InputError(str(exc)) from exc
+    rig: Rig | None = None
+    first_pose = np.zeros(6, dtype=np.float32)
+    exps: list[np.ndarray] = []
+    poses: list[np.ndarray] = []
+    leading_misses = 0  # frames before the first face
+    misses = 0
+    with FaceLandmarker(video=True) as landmarker:
+        for frame in tqdm(frames, desc="track", unit="frame", total=info.num_frames, disable=None):
+            landmarks = landmarker.detect_or_none(frame)
+            if landmarks is None:
+                misses += 1
+                if rig is None:
+                    leading_misses += 1
+                else:
+                    exps.append(exps[-1])
+                    poses.append(poses[-1])
+                continue
+            if rig is None:
+                rig = Rig(landmarks)
+            fit = rig.fit(landmarks)
+            if not exps:
+                first_pose = fit.pose
+            exps.append(fit.exp)
+            poses.append(fit.pose - first_pose)
+    if rig is None:
+        raise InputError(f"no face found in any of the {leading_misses} frames of {driving}")
+    exp = np.stack([exps[0]] * leading_misses + exps)  # (T, 52)
+    pose_seq = np.stack([poses[0]] * leading_misses + poses)  # (T, 6)
+    return CoeffSequence(exp=exp, pose=pose_seq, fps=info.fps), misses
+
+
+def reenact(
+    image: PathLike,
+    driving: PathLike,
+    out: PathLike,
+    *,
+    coeffs_out: PathLike | None = None,
+    keep_audio: bool = True,
+) -> Path:
+    """Transfer the expressions and head motion of a driving video onto the photo ``image``.
+
+    Tracks the driving video (see :func:`track_video`), optionally saves the coefficients to
+    ``coeffs_out``, and renders them on the photo at the driving frame rate with its audio.
+    """
+    source = load_portrait(image)
+    seq, misses = track_video(driving)
+    total = len(seq)
+    if misses:
+        log.warning("no face in %d of %d driving frames; they repeat the previous frame", misses, total)
+    else:
+        log.info("tracked a face in all %d driving frames", total)
+    if coeffs_out is not None:
+        try:
+            save_coeffs(coeffs_out, seq)
+        except OSError as exc:
+            raise StreamError(f"cannot write {coeffs_out}: {exc.strerror or exc}") from exc
+        log.info("saved the coefficients to %s", coeffs_out)
+    with tempfile.TemporaryDirectory(prefix="reenact-") as tmp:
+        wav: Path | None = None
+        if keep_audio:
+            try:
+                # 48 kHz: extract_audio's 16 kHz default is for speech features, not for listening.
+                wav = extract_audio(driving, Path(tmp) / "audio.wav", sample_rate=48000)
+            except VideoReadError as exc:
+                raise InputError(str(exc)) from exc
+        return render_coeffs(source, seq, out, audio=wav, desc="reenact")
+
+
+def pose(
+    image: PathLike,
+    emotion: str,
+    intensity: float,
+    out: PathLike,
+    *,
+    yaw: float = 0.0,
+    pitch: float = 0.0,
+    roll: float = 0.0,
+) -> Path:
+    """Render one still of the photo with an emotion at ``intensity`` in [0, 1] and a head pose.
+
+    yaw, pitch, roll are in radians (DESIGN.md signs: yaw > 0 turns the nose to the image right).
+    The image format follows the suffix of ``out`` (.png, .jpg or .jpeg); the write is atomic.
+    """
+    if emotion not in EMOTIONS:
+        raise InputError(f"unknown emotion {emotion!r}; expected one of {', '.join(EMOTIONS)}")
+    if not (isinstance(intensity, int | float) and 0.0 <= intensity <= 1.0):
+        raise InputError(f"intensity must be in [0, 1], got {intensity}")
+    for name, angle in (("yaw", yaw), ("pitch", pitch), ("roll", roll)):
+        if not math.isfinite(angle):
+            raise InputError(f"{name} must be a finite angle in radians, got {angle}")
+    out = Path(out)
+    if out.suffix.lower() not in _IMAGE_SUFFIXES:
+        raise InputError(f"expected an output image ending in {', '.join(_IMAGE_SUFFIXES)}, got {out}")
+    exp = emotion_coefficients(emotion, float(intensity))
+    source = load_portrait(image)
+    frame = MeshWarp(source.image, source.landmarks).render(exp, np.array([yaw, pitch, roll, 0, 0, 0]))
+    return _write_image(out, frame)
+
+
+def _write_image(out: Path, rgb: np.ndarray) -> Path:
+    """Encode by suffix and write atomically (a temp file next to ``out``, then os.replace)."""
+    ok, encoded = cv2.imencode(out.suffix.lower(), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise StreamError(f"cannot encode {out}: OpenCV's {out.suffix} encoder failed")
+    # Not mkstemp: its files are private (0600); "x" mode gives the usual umask permissions.
+    tmp = out.with_name(f".{out.name}.{secrets.token_hex(6)}.partial")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "xb") as f:
+            f.write(encoded.tobytes())
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise StreamError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out

@@ -1,0 +1,69 @@
+"""FlowVQ Agent command line: offline `animate`, `reenact` and `pose` (the live agent comes later)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from agent import commands
+from agent.errors import AgentError
+from models.rig import EMOTIONS
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+NOT_YET = "the live agent is not implemented yet; try `run_agent.py animate` or `run_agent.py pose`"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run_agent.py", description=__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("animate", help="render a coefficient .npz on a photo")
+    p.add_argument("--image", type=Path, default=ASSETS / "portrait.png", help="source photo (%(default)s)")
+    p.add_argument("--coeffs", type=Path, default=ASSETS / "demo_coeffs.npz", help="(%(default)s)")
+    p.add_argument("--audio", type=Path, default=None, help="audio file to mux in (optional)")
+    p.add_argument("--out", type=Path, default=Path("out/demo.mp4"), help="output .mp4 (%(default)s)")
+    p = sub.add_parser("reenact", help="drive a photo with the face in a video")
+    p.add_argument("--image", type=Path, default=ASSETS / "portrait.png", help="source photo (%(default)s)")
+    p.add_argument("--driving", type=Path, required=True, help="video of a face to copy")
+    p.add_argument("--out", type=Path, default=Path("out/reenact.mp4"), help="output .mp4 (%(default)s)")
+    p.add_argument("--coeffs-out", type=Path, default=None, help="also save the tracked coefficients (.npz)")
+    p.add_argument("--no-audio", dest="keep_audio", action="store_false", help="drop the driving audio")
+    p = sub.add_parser("pose", help="render one still with an emotion and a head pose")
+    p.add_argument("--image", type=Path, default=ASSETS / "portrait.png", help="source photo (%(default)s)")
+    p.add_argument("--emotion", choices=EMOTIONS, default="happy")
+    p.add_argument("--intensity", type=float, default=0.8, help="in [0, 1] (%(default)s)")
+    for angle in ("yaw", "pitch", "roll"):
+        p.add_argument(f"--{angle}", type=float, default=0.0, help="radians (%(default)s)")
+    p.add_argument("--out", type=Path, default=Path("out/pose.png"), help="output .png/.jpg (%(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.command == "animate":
+            out = commands.animate(args.image, args.coeffs, args.out, audio=args.audio)
+        elif args.command == "reenact":
+            out = commands.reenact(
+                args.image, args.driving, args.out, coeffs_out=args.coeffs_out, keep_audio=args.keep_audio
+            )
+        elif args.command == "pose":
+            angles = {"yaw": args.yaw, "pitch": args.pitch, "roll": args.roll}
+            out = commands.pose(args.image, args.emotion, args.intensity, args.out, **angles)
+        else:
+            print(NOT_YET, file=sys.stderr)
+            return 2
+    except AgentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
