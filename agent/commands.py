@@ -152,8 +152,8 @@ def animate(image: PathLike, coeffs: PathLike, out: PathLike, *, audio: PathLike
 def track_video(driving: PathLike) -> tuple[CoeffSequence, int]:
     """Fit rig coefficients to every frame of a video of a face.
 
-    The rig is built on the first frame with a face, so blendshape weights are the driving actor's
-    own (absolute, w.r.t. that actor's relaxed face) and the pose is relative to that first frame.
+    The rig is built on the first frame with a face and fits are relative to it: that frame reads
+    as all-zero blendshapes and zero pose (start the driving video relaxed, facing the camera).
     Frames without a face repeat the previous frame's coefficients (those before the first face
     take the first face's).
 
@@ -186,7 +186,7 @@ def track_video(driving: PathLike) -> tuple[CoeffSequence, int]:
                     poses.append(poses[-1])
                 continue
             if rig is None:
-                rig = Rig(landmarks)
+                rig = _fitting_rig(frame, landmarks)
             fit = rig.fit(landmarks)
             if not exps:
                 first_pose = fit.pose
@@ -197,6 +197,17 @@ def track_video(driving: PathLike) -> tuple[CoeffSequence, int]:
     exp = np.stack([exps[0]] * leading_misses + exps)  # (T, 52)
     pose_seq = np.stack([poses[0]] * leading_misses + poses)  # (T, 6)
     return CoeffSequence(exp=exp, pose=pose_seq, fps=info.fps), misses
+
+
+def _fitting_rig(frame: np.ndarray, landmarks: np.ndarray) -> Rig:
+    """A rig on the driving actor's first face: fits are relative to that frame.
+
+    Its blendshape basis is calibrated to what MediaPipe sees when that face is rendered with
+    each blendshape (MeshWarp.fitting_rig), which removes the detector's damping of small
+    motions; about half a second.
+    """
+    with FaceLandmarker() as still:
+        return MeshWarp(frame, landmarks).fitting_rig(still.detect, neutral=landmarks)
 
 
 def reenact(

@@ -182,9 +182,14 @@ def load_coeffs(path: str | os.PathLike[str]) -> CoeffSequence:
 def _read_npz(path: Path, where: str) -> dict[str, np.ndarray]:
     # Our own file handle: np.load(path) leaks its handle when the zip directory is damaged.
     with open(path, "rb") as f:
+        magic = f.read(6)
+        f.seek(0)
+        if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+            kind = "empty" if not magic else "not a zip archive"
+            raise CoeffFileError(f"cannot read {where}: not an .npz archive of arrays ({kind})")
         loaded = np.load(f, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise CoeffFileError(f"cannot read {where}: it holds a single array, not an .npz archive of arrays")
+            raise CoeffFileError(f"cannot read {where}: it holds one array, not an .npz archive of arrays")
         with loaded as npz:
             missing = [k for k in _KEYS if k not in npz.files]
             if missing:

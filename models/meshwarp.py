@@ -160,20 +160,25 @@ class MeshWarp:
         self._full_w = bx1 - bx0
         self._full_h = by1 - by0
 
-    def fitting_rig(self, detect: Callable[[np.ndarray], np.ndarray], weight: float = 0.8) -> Rig:
+    def fitting_rig(
+        self, detect: Callable[[np.ndarray], np.ndarray], weight: float = 0.8, neutral: np.ndarray | None = None
+    ) -> Rig:
         """A rig that fits this face's rendered frames in the terms of ``detect`` (image -> (478, 3)).
 
         Renders the relaxed face and each blendshape alone at ``weight``, runs the detector on
-        every render, and calibrates the rig's neutral and basis to what it measured (53 renders).
+        every render, and calibrates the rig's basis to what it measured (53 renders). Its neutral
+        is the detected relaxed render, or ``neutral`` (478, 3) when given: fits are then relative
+        to those landmarks (a driving video's first frame, say).
         """
         zero = np.zeros(NUM_BLENDSHAPES)
-        neutral = detect(self.render(zero))
-        shapes = np.empty((NUM_BLENDSHAPES, neutral.shape[0], 3))
+        relaxed = detect(self.render(zero))
+        ref = relaxed if neutral is None else np.asarray(neutral, dtype=np.float64)
+        shapes = np.empty((NUM_BLENDSHAPES, *relaxed.shape))
         for i in range(NUM_BLENDSHAPES):
             e = zero.copy()
             e[i] = weight
-            shapes[i] = detect(self.render(e))
-        return self.rig.calibrated(neutral, shapes, weight)
+            shapes[i] = detect(self.render(e)) - relaxed + ref  # each shape's motion, from ref
+        return self.rig.calibrated(ref, shapes, weight)
 
     # ------------------------------------------------------------------------------------
     def target_vertices(self, exp: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -100,6 +100,7 @@ class RigConfig:
     fit_iters: int = 150  # projected-gradient iterations per fit
     fit_l2: float = 2e-3  # ridge on the coefficients (keeps near-duplicate shapes apart)
     fit_rounds: int = 2  # alternate pose and expression this many times
+    fit_l1: float = 0.01  # sparsity: a weight must explain this much before it turns on
     pivot: tuple[float, float, float] = (0.0, 0.5, 1.1)  # head rotation centre, canonical frame (IOD)
 
     def __post_init__(self) -> None:
@@ -231,7 +232,7 @@ class Rig:
         self.rotation = np.stack([x, y, z], axis=1)  # canonical -> image axes
         self.center = (eye_l + eye_r) / 2.0
         self._pivot = self.rotation @ np.asarray(self.config.pivot, dtype=np.float64)  # image axes, IOD
-        self.source_canonical = (landmarks - self.center) @ self.rotation / self.iod  # (478, 3)
+        self.source_canonical = self.to_canonical(landmarks)  # (478, 3)
         self.basis = _build_basis(self.source_canonical, self.config)  # (52, 478, 3)
         self.photo_exp = _fit_own_expression(self.source_canonical, self.basis)
         self.neutral = self.source_canonical - np.tensordot(self.photo_exp, self.basis, axes=1)
@@ -257,6 +258,10 @@ class Rig:
         y = canonical @ self.rotation.T
         return self.center + scale * ((y - pivot) @ rp.T + pivot + pose[3:6] * np.array([1.0, 1.0, 0.0]))
 
+    def to_canonical(self, landmarks: np.ndarray) -> np.ndarray:
+        """Image landmarks (N, 3) in the canonical frame of this face at the source's pose."""
+        return (np.asarray(landmarks, dtype=np.float64) - self.center) @ self.rotation / self.iod
+
     def landmarks(self, exp: np.ndarray, pose: np.ndarray) -> np.ndarray:
         """Image landmarks (478, 3) in the source image's pixels for (exp, pose)."""
         return self.to_image(self.shape(exp), pose)
@@ -277,7 +282,7 @@ class Rig:
         shapes = np.asarray(shapes, dtype=np.float64)
         if neutral.shape != (NUM_LANDMARKS, 3) or shapes.shape != (NUM_BLENDSHAPES, NUM_LANDMARKS, 3):
             raise ValueError(f"expected (478, 3) and (52, 478, 3), got {neutral.shape} and {shapes.shape}")
-        to_canon = lambda x: (x - self.center) @ self.rotation / self.iod  # noqa: E731
+        to_canon = self.to_canonical
         out = copy.copy(self)
         out.neutral = to_canon(neutral)
         basis = (to_canon(shapes) - out.neutral[None]) / weight
@@ -304,14 +309,24 @@ class Rig:
         self._zw = zw
 
     def _solve_exp(self, residual: np.ndarray, init: np.ndarray | None = None) -> np.ndarray:
-        """min ||A^T b - r||^2 + l2 ||b||^2, 0 <= b <= 1, by accelerated projected gradient."""
+        """min ||A^T b - r||^2 + l2 ||b||^2 + l1 sum(b), 0 <= b <= 1 (accelerated projected gradient).
+
+        The L1 term picks which shapes are on (detector noise stops switching on near-duplicate
+        shapes); a second pass without it, over those shapes only, removes its shrinkage.
+        """
         h = self._a @ (residual * self._zw).ravel()
-        b = np.zeros(NUM_BLENDSHAPES) if init is None else init.copy()
+        b = self._pgd(h - self.config.fit_l1, np.ones(NUM_BLENDSHAPES), init)
+        if self.config.fit_l1 > 0.0:
+            b = self._pgd(h, (b > 0.0).astype(np.float64), b)
+        return b
+
+    def _pgd(self, h: np.ndarray, upper: np.ndarray, init: np.ndarray | None) -> np.ndarray:
+        b = np.zeros(NUM_BLENDSHAPES) if init is None else np.minimum(init, upper)
         yk = b.copy()
         tk = 1.0
         g, step = self._gram, self._step
         for _ in range(self.config.fit_iters):
-            b_new = np.clip(yk - step * (g @ yk - h), 0.0, 1.0)
+            b_new = np.clip(yk - step * (g @ yk - h), 0.0, upper)
             t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * tk * tk))
             yk = b_new + ((tk - 1.0) / t_new) * (b_new - b)
             b, tk = b_new, t_new

@@ -159,11 +159,13 @@ def test_load_rejects_bad_contents(tmp_path: Path, arrays: dict[str, object], ma
     assert "bad.npz" in str(info.value)
 
 
-@pytest.mark.parametrize("kind", ["missing", "directory", "text", "npy", "truncated"])
+@pytest.mark.parametrize("kind", ["missing", "directory", "empty", "text", "npy", "truncated"])
 def test_load_rejects_files_that_are_not_npz(tmp_path: Path, kind: str) -> None:
     path = tmp_path / "c.npz"
     if kind == "directory":
         path.mkdir()
+    elif kind == "empty":
+        path.write_bytes(b"")
     elif kind == "text":
         path.write_text("jawOpen,0.5\n")
     elif kind == "npy":
@@ -175,8 +177,9 @@ def test_load_rejects_files_that_are_not_npz(tmp_path: Path, kind: str) -> None:
     expected = {
         "missing": "no such file",
         "directory": "it is a directory",
-        "text": "not an .npz archive",
-        "npy": "single array, not an .npz",
+        "empty": r"not an \.npz archive of arrays \(empty\)",
+        "text": r"not an \.npz archive of arrays \(not a zip archive\)",
+        "npy": "one array, not an .npz",
         "truncated": "not an .npz archive",
     }[kind]
     with pytest.raises(CoeffFileError, match=expected):
@@ -192,7 +195,9 @@ def test_coeff_file_error_is_a_value_error() -> None:
 
 
 def test_demo_coeffs_match_their_script_and_look_like_talking() -> None:
-    spec = importlib.util.spec_from_file_location("make_demo_coeffs", ROOT / "scripts" / "make_demo_coeffs.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_demo_coeffs", ROOT / "scripts" / "make_demo_coeffs.py"
+    )
     assert spec is not None and spec.loader is not None
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
