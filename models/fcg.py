@@ -1,0 +1,386 @@
+"""FCG: the flow-based coefficient generator of FlowVQTalker (Tan et al., CVPR 2024).
+
+Speech (a log-mel window per video frame), an emotion label and the last tau frames of
+coefficients condition two normalizing flows: ExpFlow over the 52 blendshapes (latent: a mixture
+of multivariate Student's t, one component per emotion) and PoseFlow over the 6-d head pose
+(latent: standard Gaussian). Sampling the latents with a temperature gives the one-to-many
+mapping: different blinks, head motion and intensity for the same speech.
+
+Layout (DESIGN.md, measured on this CPU): the paper's 2-layer, 8-head Transformer runs once per
+frame as a shared context encoder over the tau past frames plus the current audio token, and
+feeds small coupling networks, instead of living inside each of the 2 x 16 couplings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.audio import AudioConfig
+from models.distributions import StandardNormal, StudentTMixture
+from models.flow import Flow
+from models.transformer import ContextEncoder
+
+__all__ = ["FCG", "PRESETS", "CheckpointError", "FCGConfig", "FCGState", "FlowOutput", "TrainLosses", "emotion_label"]
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FCGConfig:
+    """FCG hyperparameters (paper values where the paper gives them)."""
+
+    num_exp: int = 52  # E, expression coefficients
+    num_pose: int = 6
+    num_emotions: int = 8
+    n_mels: int = 80
+    window_frames: int = 16  # mel frames per video frame's audio window
+    lookahead_ms: float = 80.0  # the window ends this long after the frame's time (paper: centred, 100)
+    history: int = 10  # tau, past frames of coefficients in the context
+    d_model: int = 64  # context transformer width
+    num_heads: int = 8
+    num_layers: int = 2
+    audio_dim: int = 64  # f_a
+    emotion_dim: int = 32  # f_e
+    exp_steps: int = 16  # K for ExpFlow
+    pose_steps: int = 16  # K for PoseFlow
+    hidden: int = 128  # coupling network width
+    nu: float = 50.0  # Student's t degrees of freedom
+    history_dropout: float = 0.7  # MoGlow-style data dropout on the history, training only
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "history_dropout":
+                if not 0.0 <= v < 1.0:
+                    raise ValueError(f"history_dropout must be in [0, 1), got {v}")
+            elif f.name == "history":
+                if v < 0:
+                    raise ValueError(f"history must be >= 0, got {v}")
+            elif v <= 0:
+                raise ValueError(f"{f.name} must be positive, got {v}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
+
+    def audio_config(self) -> AudioConfig:
+        """The audio front end this model was trained with."""
+        return AudioConfig(n_mels=self.n_mels, window_frames=self.window_frames, lookahead_ms=self.lookahead_ms)
+
+    @property
+    def context_dim(self) -> int:
+        return self.d_model + self.emotion_dim
+
+    @property
+    def coeff_dim(self) -> int:
+        return self.num_exp + self.num_pose
+
+
+PRESETS: dict[str, FCGConfig] = {
+    "paper": FCGConfig(),
+    "tiny": FCGConfig(d_model=16, num_heads=2, audio_dim=16, emotion_dim=8, exp_steps=2, pose_steps=2, hidden=16),
+}
+
+
+class TrainLosses(NamedTuple):
+    nll: Tensor  # scalar, mean negative log-likelihood per dimension
+    expression: Tensor  # scalar, MSE of the latent-centre coefficients against the target
+    latent: Tensor  # scalar, latent consistency
+
+    def total(self, expression_weight: float = 1.0, latent_weight: float = 1e-3) -> Tensor:
+        return self.nll + expression_weight * self.expression + latent_weight * self.latent
+
+
+class FlowOutput(NamedTuple):
+    nll: Tensor  # (B,) negative log-likelihood per dimension (nats), exp and pose together
+    log_prob: Tensor  # (B,) log p(exp, pose | context)
+    z_exp: Tensor  # (B, E)
+    z_pose: Tensor  # (B, 6)
+
+
+@dataclass
+class FCGState:
+    """Streaming state of one sequence: the last tau frames of normalized coefficients."""
+
+    history: Tensor  # (1, tau, E + 6)
+
+
+def emotion_label(weights: Tensor, intensity: Tensor) -> Tensor:
+    """The 9-d label: emotion weights (B, 8) (one-hot, or a blend during a transition) + intensity (B,)."""
+    return torch.cat([weights, intensity[:, None]], dim=1)
+
+
+class _AudioEncoder(nn.Module):
+    """E_a: a 1-D CNN over time with the mel bins as channels, then an MLP: (B, 16, 80) -> (B, 64)."""
+
+    def __init__(self, cfg: FCGConfig) -> None:
+        super().__init__()
+        c = cfg.d_model
+        self.conv = nn.Sequential(
+            nn.Conv1d(cfg.n_mels, c, 3, padding=1),
+            nn.GELU(),
+            nn.Conv1d(c, c, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv1d(c, c, 3, stride=2, padding=1),
+            nn.GELU(),
+        )
+        steps = (cfg.window_frames + 3) // 4
+        self.mlp = nn.Sequential(nn.Linear(c * steps, 2 * cfg.audio_dim), nn.GELU(), nn.Linear(2 * cfg.audio_dim, cfg.audio_dim))
+
+    def forward(self, mel: Tensor) -> Tensor:
+        h = self.conv(mel.transpose(1, 2))  # (B, C, T')
+        return self.mlp(h.flatten(1))
+
+
+class FCG(nn.Module):
+    """Audio + emotion + history -> distributions over expression and pose coefficients."""
+
+    dequantize = 0.01  # raw units of noise added to training targets
+
+    def __init__(self, config: FCGConfig) -> None:
+        super().__init__()
+        self.config = cfg = config
+        self.audio_encoder = _AudioEncoder(cfg)
+        self.emotion_encoder = nn.Sequential(
+            nn.Linear(cfg.num_emotions + 1, cfg.emotion_dim), nn.GELU(), nn.Linear(cfg.emotion_dim, cfg.emotion_dim)
+        )
+        self.history_in = nn.Linear(cfg.coeff_dim, cfg.d_model)
+        self.audio_in = nn.Linear(cfg.audio_dim + cfg.emotion_dim, cfg.d_model)
+        self.context = ContextEncoder(cfg.d_model, cfg.num_heads, cfg.num_layers, max_len=cfg.history + 1)
+        self.exp_flow = Flow(cfg.num_exp, cfg.context_dim, cfg.exp_steps, cfg.hidden)
+        self.pose_flow = Flow(cfg.num_pose, cfg.context_dim, cfg.pose_steps, cfg.hidden)
+        self.exp_prior = StudentTMixture(cfg.num_exp, cfg.num_emotions, nu=cfg.nu)
+        self.pose_prior = StandardNormal(cfg.num_pose)
+        # Data statistics: the flows see normalized coefficients.
+        self.register_buffer("coeff_mean", torch.zeros(cfg.coeff_dim))
+        self.register_buffer("coeff_std", torch.ones(cfg.coeff_dim))
+        self.register_buffer("mel_mean", torch.zeros(cfg.n_mels))
+        self.register_buffer("mel_std", torch.ones(cfg.n_mels))
+
+    # -- normalization ----------------------------------------------------------------------
+    def set_statistics(self, coeffs: Tensor, mel: Tensor) -> None:
+        """Record normalization statistics: coeffs (N, E + 6), mel frames (M, n_mels)."""
+        with torch.no_grad():
+            self.coeff_mean.copy_(coeffs.mean(0))
+            # Floor the scale: shapes that are almost never used must not blow up when they are.
+            self.coeff_std.copy_(coeffs.std(0).clamp_min(0.05))
+            self.mel_mean.copy_(mel.mean(0))
+            self.mel_std.copy_(mel.std(0).clamp_min(1e-3))
+
+    def normalize(self, coeffs: Tensor) -> Tensor:
+        return (coeffs - self.coeff_mean) / self.coeff_std
+
+    def denormalize(self, coeffs: Tensor) -> Tensor:
+        return coeffs * self.coeff_std + self.coeff_mean
+
+    # -- conditioning -------------------------------------------------------------------------
+    def encode_context(self, mel: Tensor, label: Tensor, history: Tensor) -> Tensor:
+        """Context c_t (B, context_dim) from mel windows (B, 16, 80), labels (B, 9), history (B, tau, E+6).
+
+        The history is in normalized units; zeros stand for frames before the start.
+        """
+        f_a = self.audio_encoder((mel - self.mel_mean) / self.mel_std)
+        f_e = self.emotion_encoder(label)
+        token = self.audio_in(torch.cat([f_a, f_e], dim=1))[:, None]  # (B, 1, D)
+        tokens = torch.cat([self.history_in(history), token], dim=1)  # (B, tau + 1, D)
+        h = self.context(tokens)[:, -1]
+        return torch.cat([h, f_e], dim=1)
+
+    # -- training objective -------------------------------------------------------------------
+    def forward(self, coeffs: Tensor, *, mel: Tensor, label: Tensor, history: Tensor) -> FlowOutput:
+        """Per-sample NLL of target coefficients (B, E + 6) (raw units) given the conditioning."""
+        cfg = self.config
+        if self.training and cfg.history_dropout > 0.0 and cfg.history > 0:
+            # Data dropout on the autoregressive history (MoGlow): the model must listen to the audio.
+            keep = (torch.rand(history.shape[0], 1, 1, device=history.device) >= cfg.history_dropout).to(history)
+            history = history * keep
+        c = self.encode_context(mel, label, history)
+        x = self.normalize(coeffs)
+        z_e, ld_e = self.exp_flow(x[:, : cfg.num_exp], context=c)
+        z_p, ld_p = self.pose_flow(x[:, cfg.num_exp :], context=c)
+        log_prob = self.exp_prior.log_prob(z_e, label[:, : cfg.num_emotions]) + ld_e
+        log_prob = log_prob + self.pose_prior.log_prob(z_p) + ld_p
+        log_prob = log_prob - torch.log(self.coeff_std).sum()  # back to raw units
+        return FlowOutput(-log_prob / cfg.coeff_dim, log_prob, z_e, z_p)
+
+    def losses(self, coeffs: Tensor, *, mel: Tensor, label: Tensor, history: Tensor) -> TrainLosses:
+        """The training terms, sharing one context: NLL, the expression term and latent consistency.
+
+        The expression term is the mean squared error (normalized units) between the coefficients
+        at the latent's centre and the target; latent consistency pulls ExpFlow's latent towards
+        its emotion's component. The paper weights them 1, 1 and 1e-3.
+        """
+        cfg = self.config
+        if self.training and cfg.history_dropout > 0.0 and cfg.history > 0:
+            keep = (torch.rand(history.shape[0], 1, 1, device=history.device) >= cfg.history_dropout).to(history)
+            history = history * keep
+        c = self.encode_context(mel, label, history)
+        if self.training:
+            # Dequantization: many targets sit exactly at 0 (clipped); a flow would collapse onto them.
+            coeffs = coeffs + self.dequantize * torch.randn_like(coeffs)
+        x = self.normalize(coeffs)
+        weights = label[:, : cfg.num_emotions]
+        z_e, ld_e = self.exp_flow(x[:, : cfg.num_exp], context=c)
+        z_p, ld_p = self.pose_flow(x[:, cfg.num_exp :], context=c)
+        log_prob = self.exp_prior.log_prob(z_e, weights) + ld_e + self.pose_prior.log_prob(z_p) + ld_p
+        nll = -(log_prob - torch.log(self.coeff_std).sum()) / cfg.coeff_dim
+        centre = weights @ self.exp_prior.means  # (B, E), differentiable
+        x_e, _ = self.exp_flow.reverse(centre, context=c)
+        expression = F.mse_loss(x_e, x[:, : cfg.num_exp])
+        latent = ((z_e - centre) ** 2).mean()
+        return TrainLosses(nll.mean(), expression, latent)
+
+    def mode(self, *, mel: Tensor, label: Tensor, history: Tensor) -> Tensor:
+        """Coefficients (B, E + 6) at the latent's centre (temperature 0), raw units. Differentiable."""
+        cfg = self.config
+        c = self.encode_context(mel, label, history)
+        z_e = self.exp_prior.sample_blended(label[:, : cfg.num_emotions], temperature=0.0)
+        z_p = torch.zeros(mel.shape[0], cfg.num_pose, device=mel.device, dtype=mel.dtype)
+        x_e, _ = self.exp_flow.reverse(z_e, context=c)
+        x_p, _ = self.pose_flow.reverse(z_p, context=c)
+        return self.denormalize(torch.cat([x_e, x_p], dim=1))
+
+    # -- generation ---------------------------------------------------------------------------
+    def initial_state(self) -> FCGState:
+        """State at the start of a sequence (no history yet)."""
+        p = self.coeff_mean
+        return FCGState(history=p.new_zeros(1, self.config.history, self.config.coeff_dim))
+
+    @torch.no_grad()
+    def step(
+        self,
+        state: FCGState,
+        mel: Tensor,
+        label: Tensor,
+        *,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        exp_latent: Tensor | None = None,
+    ) -> tuple[Tensor, FCGState]:
+        """One video frame: mel window (16, 80), label (9,) -> coefficients (E + 6,) and the new state.
+
+        ``exp_latent`` (E,) replaces the emotion component's mean (emotion transfer from a
+        reference). The state is explicit and never kept in the module.
+        """
+        cfg = self.config
+        c = self.encode_context(mel[None], label[None], state.history)
+        weights = label[None, : cfg.num_emotions]
+        noise_e = self.exp_prior.sample_blended(weights, temperature=temperature, generator=generator)
+        if exp_latent is not None:
+            centre = self.exp_prior.sample_blended(weights, temperature=0.0)
+            noise_e = noise_e - centre + exp_latent[None]
+        z_p = self.pose_prior.sample(1, temperature=temperature, generator=generator).to(c)
+        x_e, _ = self.exp_flow.reverse(noise_e, context=c)
+        x_p, _ = self.pose_flow.reverse(z_p, context=c)
+        x = torch.cat([x_e, x_p], dim=1)  # (1, E + 6), normalized
+        if cfg.history > 0:
+            history = torch.cat([state.history[:, 1:], x[:, None]], dim=1)
+        else:
+            history = state.history
+        return self.denormalize(x)[0], FCGState(history=history)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        mel_windows: Tensor,
+        labels: Tensor,
+        *,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        exp_latent: Tensor | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        """A whole clip: mel windows (T, 16, 80) and labels (T, 9) -> coefficients (T, E + 6).
+
+        Runs ``step`` frame by frame, so it gives exactly what streaming gives for the same seed.
+        """
+        if mel_windows.shape[0] != labels.shape[0]:
+            raise ValueError(f"expected as many labels as frames, got {labels.shape[0]} and {mel_windows.shape[0]}")
+        state = self.initial_state()
+        out = []
+        frames = range(mel_windows.shape[0])
+        if progress:
+            from tqdm import tqdm
+
+            frames = tqdm(frames, desc="fcg", unit="frame", disable=None)
+        for t in frames:
+            x, state = self.step(
+                state, mel_windows[t], labels[t], temperature=temperature, generator=generator, exp_latent=exp_latent
+            )
+            out.append(x)
+        return torch.stack(out) if out else mel_windows.new_zeros(0, self.config.coeff_dim)
+
+    @torch.no_grad()
+    def emotion_latent(self, exp: Tensor, mel_silence: Tensor, label: Tensor) -> Tensor:
+        """Emotion transfer: a reference's fitted expression (E,) mapped to ExpFlow's latent (E,).
+
+        The flow is bijective: the reference face, seen in silence with no history, has a latent
+        that stands for its emotion; sampling around it (``exp_latent``) carries it over.
+        """
+        cfg = self.config
+        c = self.encode_context(mel_silence[None], label[None], self.initial_state().history)
+        x = self.normalize(torch.cat([exp, self.coeff_mean[cfg.num_exp :]]))[None]
+        z, _ = self.exp_flow(x[:, : cfg.num_exp], context=c)
+        return z[0]
+
+    def prepare_for_inference(self) -> FCG:
+        self.eval()
+        self.exp_flow.prepare_for_inference()
+        self.pose_flow.prepare_for_inference()
+        return self
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write ``config.json`` and ``model.safetensors`` into directory ``path``."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"format_version": FORMAT_VERSION, "model": "fcg", "config": asdict(self.config)}
+        tmp = path / "config.json.partial"
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(path / "model.safetensors.partial"))
+        (path / "model.safetensors.partial").replace(path / "model.safetensors")
+        tmp.replace(path / "config.json")
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str = "cpu") -> FCG:
+        """Rebuild from a checkpoint directory; missing or unexpected weights are an error."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        try:
+            meta = json.loads((path / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot read {path / 'config.json'}: {exc}") from exc
+        if meta.get("model") != "fcg" or meta.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{path}: expected an fcg checkpoint of format {FORMAT_VERSION}, "
+                f"got model={meta.get('model')!r} format={meta.get('format_version')!r}"
+            )
+        try:
+            config = FCGConfig(**meta["config"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: bad config: {exc}") from exc
+        model = cls(config)
+        try:
+            state = load_file(str(path / "model.safetensors"), device=device)
+        except (OSError, RuntimeError) as exc:
+            raise CheckpointError(f"cannot read {path / 'model.safetensors'}: {exc}") from exc
+        result = model.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise CheckpointError(
+                f"{path}: weights do not match the config: missing {result.missing_keys}, "
+                f"unexpected {result.unexpected_keys}"
+            )
+        return model.to(device)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable or does not match its config."""
