@@ -29,6 +29,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("out/reenact.mp4"), help="output .mp4 (%(default)s)")
     p.add_argument("--coeffs-out", type=Path, default=None, help="also save the tracked coefficients (.npz)")
     p.add_argument("--no-audio", dest="keep_audio", action="store_false", help="drop the driving audio")
+    p = sub.add_parser("render", help="speech -> talking face video (FCG + MeshWarp)")
+    p.add_argument("--image", type=Path, default=ASSETS / "portrait.png", help="source photo (%(default)s)")
+    p.add_argument(
+        "--audio", type=Path, default=ASSETS / "demo_speech.wav", help="speech, any format (%(default)s)"
+    )
+    p.add_argument("--emotion", choices=EMOTIONS, default="neutral")
+    p.add_argument("--intensity", type=float, default=0.8, help="in [0, 1] (%(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="different seeds: different blinks and head motion")
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (%(default)s)")
+    p.add_argument("--out", type=Path, default=Path("out/render.mp4"), help="output .mp4 (%(default)s)")
+    p.add_argument(
+        "--coeffs-out", type=Path, default=None, help="also save the generated coefficients (.npz)"
+    )
     p = sub.add_parser("pose", help="render one still with an emotion and a head pose")
     p.add_argument("--image", type=Path, default=ASSETS / "portrait.png", help="source photo (%(default)s)")
     p.add_argument("--emotion", choices=EMOTIONS, default="happy")
@@ -49,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             out = commands.reenact(
                 args.image, args.driving, args.out, coeffs_out=args.coeffs_out, keep_audio=args.keep_audio
             )
+        elif args.command == "render":
+            out = commands.render(
+                args.image, args.audio, args.out, emotion=args.emotion, intensity=args.intensity,
+                seed=args.seed, temperature=args.temperature, coeffs_out=args.coeffs_out,
+            )  # fmt: skip
         elif args.command == "pose":
             angles = {"yaw": args.yaw, "pitch": args.pitch, "roll": args.roll}
             out = commands.pose(args.image, args.emotion, args.intensity, args.out, **angles)

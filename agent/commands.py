@@ -18,10 +18,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from tqdm import tqdm
 
-from agent.errors import InputError, StreamError
+from agent.errors import CheckpointError, InputError, StreamError
+from models.audio import AudioReadError, LogMel, load_audio, mel_windows, num_video_frames
 from models.coeffs import CoeffFileError, CoeffSequence, load_coeffs, save_coeffs
+from models.fcg import FCG, emotion_label
+from models.fcg import CheckpointError as FCGCheckpointError
 from models.landmarks import (
     FaceLandmarker,
     FaceNotFoundError,
@@ -31,7 +35,7 @@ from models.landmarks import (
     load_image,
 )
 from models.meshwarp import MeshWarp
-from models.rig import EMOTIONS, Rig, emotion_coefficients
+from models.rig import EMOTIONS, NUM_BLENDSHAPES, Rig, emotion_coefficients
 from streaming.file import Mp4Writer, VideoReadError, VideoWriteError, extract_audio, iter_frames, read_video
 
 __all__ = [
@@ -39,8 +43,11 @@ __all__ = [
     "SourcePortrait",
     "animate",
     "load_portrait",
+    "load_fcg",
     "pose",
     "reenact",
+    "render",
+    "speech_coefficients",
     "render_coeffs",
     "track_video",
 ]
@@ -245,6 +252,102 @@ def reenact(
             except VideoReadError as exc:
                 raise InputError(str(exc)) from exc
         return render_coeffs(source, seq, out, audio=wav, desc="reenact")
+
+
+DEFAULT_FCG = Path(__file__).resolve().parent.parent / "assets" / "fcg"
+
+
+def load_fcg(path: PathLike = DEFAULT_FCG) -> FCG:
+    """The trained coefficient generator, ready for inference (one thread: the per-frame path).
+
+    Raises:
+        CheckpointError: the checkpoint is missing or does not match its config.
+    """
+    try:
+        model = FCG.from_pretrained(path)
+    except FCGCheckpointError as exc:
+        raise CheckpointError(f"{exc} (train one with `python -m models.train`)") from exc
+    return model.prepare_for_inference()
+
+
+def speech_coefficients(
+    model: FCG,
+    audio: np.ndarray,
+    *,
+    emotion: str = "neutral",
+    intensity: float = 0.8,
+    seed: int = 0,
+    temperature: float = 0.8,
+    progress: bool = False,
+) -> CoeffSequence:
+    """Coefficients for 16 kHz mono speech: one video frame per 1/25 s of audio, any length.
+
+    Raises:
+        InputError: unknown emotion or intensity outside [0, 1].
+    """
+    if emotion not in EMOTIONS:
+        raise InputError(f"unknown emotion {emotion!r}; expected one of {', '.join(EMOTIONS)}")
+    if not 0.0 <= intensity <= 1.0:
+        raise InputError(f"intensity must be in [0, 1], got {intensity}")
+    if temperature < 0.0:
+        raise InputError(f"temperature must be >= 0, got {temperature}")
+    audio_cfg = model.config.audio_config()
+    frames = num_video_frames(len(audio), audio_cfg)
+    windows = torch.from_numpy(mel_windows(LogMel(audio_cfg)(audio), frames, audio_cfg))
+    weights = torch.zeros(frames, len(EMOTIONS))
+    weights[:, EMOTIONS.index(emotion)] = 1.0
+    labels = emotion_label(weights, torch.full((frames,), 0.0 if emotion == "neutral" else float(intensity)))
+    generator = torch.Generator().manual_seed(seed)
+    with _torch_threads(1):
+        out = model.generate(windows, labels, temperature=temperature, generator=generator, progress=progress)
+    coeffs = out.numpy()
+    exp = np.clip(coeffs[:, :NUM_BLENDSHAPES], 0.0, 1.0).astype(np.float32)
+    return CoeffSequence(exp=exp, pose=coeffs[:, NUM_BLENDSHAPES:].astype(np.float32), fps=audio_cfg.fps)
+
+
+class _torch_threads:  # noqa: N801 - used as a context manager
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __enter__(self) -> None:
+        self.old = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.old)
+
+
+def render(
+    image: PathLike,
+    audio: PathLike,
+    out: PathLike,
+    *,
+    emotion: str = "neutral",
+    intensity: float = 0.8,
+    seed: int = 0,
+    temperature: float = 0.8,
+    coeffs_out: PathLike | None = None,
+    checkpoint: PathLike = DEFAULT_FCG,
+) -> Path:
+    """Speech -> talking face: the FCG generates coefficients for ``audio``, MeshWarp renders them
+    on ``image``, and the speech is muxed into the .mp4."""
+    try:
+        speech = load_audio(audio)
+    except AudioReadError as exc:
+        raise InputError(str(exc)) from exc
+    if len(speech) < 160:
+        raise InputError(f"{audio}: too short to speak ({len(speech)} samples at 16 kHz)")
+    source = load_portrait(image)
+    model = load_fcg(checkpoint)
+    seq = speech_coefficients(
+        model, speech, emotion=emotion, intensity=intensity, seed=seed, temperature=temperature, progress=True
+    )
+    if coeffs_out is not None:
+        try:
+            save_coeffs(coeffs_out, seq)
+        except OSError as exc:
+            raise StreamError(f"cannot write {coeffs_out}: {exc.strerror or exc}") from exc
+    return render_coeffs(source, seq, out, audio=audio, desc="render")
 
 
 def pose(

@@ -27,7 +27,16 @@ from models.distributions import StandardNormal, StudentTMixture
 from models.flow import Flow
 from models.transformer import ContextEncoder
 
-__all__ = ["FCG", "PRESETS", "CheckpointError", "FCGConfig", "FCGState", "FlowOutput", "TrainLosses", "emotion_label"]
+__all__ = [
+    "FCG",
+    "PRESETS",
+    "CheckpointError",
+    "FCGConfig",
+    "FCGState",
+    "FlowOutput",
+    "TrainLosses",
+    "emotion_label",
+]
 
 FORMAT_VERSION = 1
 
@@ -70,7 +79,9 @@ class FCGConfig:
 
     def audio_config(self) -> AudioConfig:
         """The audio front end this model was trained with."""
-        return AudioConfig(n_mels=self.n_mels, window_frames=self.window_frames, lookahead_ms=self.lookahead_ms)
+        return AudioConfig(
+            n_mels=self.n_mels, window_frames=self.window_frames, lookahead_ms=self.lookahead_ms
+        )
 
     @property
     def context_dim(self) -> int:
@@ -83,7 +94,9 @@ class FCGConfig:
 
 PRESETS: dict[str, FCGConfig] = {
     "paper": FCGConfig(),
-    "tiny": FCGConfig(d_model=16, num_heads=2, audio_dim=16, emotion_dim=8, exp_steps=2, pose_steps=2, hidden=16),
+    "tiny": FCGConfig(
+        d_model=16, num_heads=2, audio_dim=16, emotion_dim=8, exp_steps=2, pose_steps=2, hidden=16
+    ),
 }
 
 
@@ -115,6 +128,39 @@ def emotion_label(weights: Tensor, intensity: Tensor) -> Tensor:
     return torch.cat([weights, intensity[:, None]], dim=1)
 
 
+def label_schedule(
+    num_frames: int,
+    changes: list[tuple[int, int, float]],
+    *,
+    num_emotions: int = 8,
+    transition_frames: int = 10,
+) -> Tensor:
+    """Per-frame labels (num_frames, num_emotions + 1) from emotion changes.
+
+    ``changes`` are (frame, emotion index, intensity), sorted by frame; the first applies from
+    frame 0. Each change blends from the label before it over ``transition_frames`` frames with a
+    smoothstep, so neither the emotion weights nor the intensity jump (the paper cannot
+    interpolate between emotions; its Student's t mixture, blended, can).
+    """
+    if not changes:
+        raise ValueError("expected at least one (frame, emotion, intensity) change")
+    out = torch.zeros(num_frames, num_emotions + 1)
+    current = torch.zeros(num_emotions + 1)
+    current[changes[0][1]] = 1.0
+    current[-1] = changes[0][2]
+    out[:] = current
+    for frame, emotion, intensity in changes[1:]:
+        target = torch.zeros(num_emotions + 1)
+        target[emotion] = 1.0
+        target[-1] = intensity
+        t = torch.arange(num_frames, dtype=torch.float32) - frame
+        a = (t / max(transition_frames, 1)).clamp(0.0, 1.0)
+        a = (a * a * (3.0 - 2.0 * a))[:, None]  # smoothstep
+        out = torch.where((t >= 0)[:, None], out * (1 - a) + target * a, out)
+        current = target
+    return out
+
+
 class _AudioEncoder(nn.Module):
     """E_a: a 1-D CNN over time with the mel bins as channels, then an MLP: (B, 16, 80) -> (B, 64)."""
 
@@ -130,7 +176,9 @@ class _AudioEncoder(nn.Module):
             nn.GELU(),
         )
         steps = (cfg.window_frames + 3) // 4
-        self.mlp = nn.Sequential(nn.Linear(c * steps, 2 * cfg.audio_dim), nn.GELU(), nn.Linear(2 * cfg.audio_dim, cfg.audio_dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(c * steps, 2 * cfg.audio_dim), nn.GELU(), nn.Linear(2 * cfg.audio_dim, cfg.audio_dim)
+        )
 
     def forward(self, mel: Tensor) -> Tensor:
         h = self.conv(mel.transpose(1, 2))  # (B, C, T')
@@ -147,7 +195,9 @@ class FCG(nn.Module):
         self.config = cfg = config
         self.audio_encoder = _AudioEncoder(cfg)
         self.emotion_encoder = nn.Sequential(
-            nn.Linear(cfg.num_emotions + 1, cfg.emotion_dim), nn.GELU(), nn.Linear(cfg.emotion_dim, cfg.emotion_dim)
+            nn.Linear(cfg.num_emotions + 1, cfg.emotion_dim),
+            nn.GELU(),
+            nn.Linear(cfg.emotion_dim, cfg.emotion_dim),
         )
         self.history_in = nn.Linear(cfg.coeff_dim, cfg.d_model)
         self.audio_in = nn.Linear(cfg.audio_dim + cfg.emotion_dim, cfg.d_model)
@@ -197,7 +247,9 @@ class FCG(nn.Module):
         cfg = self.config
         if self.training and cfg.history_dropout > 0.0 and cfg.history > 0:
             # Data dropout on the autoregressive history (MoGlow): the model must listen to the audio.
-            keep = (torch.rand(history.shape[0], 1, 1, device=history.device) >= cfg.history_dropout).to(history)
+            keep = (torch.rand(history.shape[0], 1, 1, device=history.device) >= cfg.history_dropout).to(
+                history
+            )
             history = history * keep
         c = self.encode_context(mel, label, history)
         x = self.normalize(coeffs)
@@ -217,7 +269,9 @@ class FCG(nn.Module):
         """
         cfg = self.config
         if self.training and cfg.history_dropout > 0.0 and cfg.history > 0:
-            keep = (torch.rand(history.shape[0], 1, 1, device=history.device) >= cfg.history_dropout).to(history)
+            keep = (torch.rand(history.shape[0], 1, 1, device=history.device) >= cfg.history_dropout).to(
+                history
+            )
             history = history * keep
         c = self.encode_context(mel, label, history)
         if self.training:
@@ -300,7 +354,9 @@ class FCG(nn.Module):
         Runs ``step`` frame by frame, so it gives exactly what streaming gives for the same seed.
         """
         if mel_windows.shape[0] != labels.shape[0]:
-            raise ValueError(f"expected as many labels as frames, got {labels.shape[0]} and {mel_windows.shape[0]}")
+            raise ValueError(
+                f"expected as many labels as frames, got {labels.shape[0]} and {mel_windows.shape[0]}"
+            )
         state = self.initial_state()
         out = []
         frames = range(mel_windows.shape[0])
@@ -310,7 +366,12 @@ class FCG(nn.Module):
             frames = tqdm(frames, desc="fcg", unit="frame", disable=None)
         for t in frames:
             x, state = self.step(
-                state, mel_windows[t], labels[t], temperature=temperature, generator=generator, exp_latent=exp_latent
+                state,
+                mel_windows[t],
+                labels[t],
+                temperature=temperature,
+                generator=generator,
+                exp_latent=exp_latent,
             )
             out.append(x)
         return torch.stack(out) if out else mel_windows.new_zeros(0, self.config.coeff_dim)
@@ -373,12 +434,10 @@ class FCG(nn.Module):
             state = load_file(str(path / "model.safetensors"), device=device)
         except (OSError, RuntimeError) as exc:
             raise CheckpointError(f"cannot read {path / 'model.safetensors'}: {exc}") from exc
-        result = model.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise CheckpointError(
-                f"{path}: weights do not match the config: missing {result.missing_keys}, "
-                f"unexpected {result.unexpected_keys}"
-            )
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:  # missing, unexpected or mis-shaped weights, all listed
+            raise CheckpointError(f"{path}: weights do not match the config: {exc}") from exc
         return model.to(device)
 
 

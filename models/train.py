@@ -41,7 +41,9 @@ class FrameData:
     def __len__(self) -> int:
         return self.coeffs.shape[0]
 
-    def batch(self, idx: torch.Tensor, model: FCG, version: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    def batch(
+        self, idx: torch.Tensor, model: FCG, version: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
         tau = model.config.history
         v = version if version is not None else torch.zeros_like(idx)
         mel = self.mel[v, idx].float()
@@ -136,7 +138,9 @@ def train(
     log_file = open(log_path, "w" if new_log else "a", newline="")
     writer = csv.writer(log_file)
     if new_log:
-        writer.writerow(["step", "minutes", "lr", "nll", "expression", "latent", "val_nll", "val_jaw_corr", "val_jaw_mae"])
+        writer.writerow(
+            ["step", "minutes", "lr", "nll", "expression", "latent", "val_nll", "val_jaw_corr", "val_jaw_mae"]
+        )
     budget = minutes * 60.0
     gen = torch.Generator().manual_seed(seed + step)
     bar = tqdm(total=round(budget), initial=round(elapsed), unit="s", desc="train", disable=None)
@@ -160,7 +164,7 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             step += 1
-            running += [float(losses.nll), float(losses.expression), float(losses.latent)]
+            running += [float(v.detach()) for v in losses]
             count += 1
             dt = time.monotonic() - t0
             elapsed += dt
@@ -220,7 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("assets/fcg"))
     parser.add_argument("--preset", choices=sorted(PRESETS), default="paper")
     parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget")
-    parser.add_argument("--data-minutes", type=float, default=30.0, help="speech to synthesize if --data is missing")
+    parser.add_argument(
+        "--data-minutes", type=float, default=30.0, help="speech to synthesize if --data is missing"
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
@@ -237,4 +243,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-
