@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--coeffs-out", type=Path, default=None, help="also save the generated coefficients (.npz)"
     )
+    p.add_argument("--emotion-reference", type=Path, default=None, help="carry over this photo's expression")
     p = sub.add_parser("pose", help="render one still with an emotion and a head pose")
     p.add_argument("--image", type=Path, default=ASSETS / "portrait.png", help="source photo (%(default)s)")
     p.add_argument("--emotion", choices=EMOTIONS, default="happy")
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             out = commands.render(
                 args.image, args.audio, args.out, emotion=args.emotion, intensity=args.intensity,
                 seed=args.seed, temperature=args.temperature, coeffs_out=args.coeffs_out,
+                emotion_reference=args.emotion_reference,
             )  # fmt: skip
         elif args.command == "pose":
             angles = {"yaw": args.yaw, "pitch": args.pitch, "roll": args.roll}

@@ -35,7 +35,7 @@ from models.landmarks import (
     load_image,
 )
 from models.meshwarp import MeshWarp
-from models.rig import EMOTIONS, NUM_BLENDSHAPES, Rig, emotion_coefficients
+from models.rig import BLENDSHAPE_NAMES, EMOTIONS, NUM_BLENDSHAPES, Rig, emotion_coefficients
 from streaming.file import Mp4Writer, VideoReadError, VideoWriteError, extract_audio, iter_frames, read_video
 
 __all__ = [
@@ -278,9 +278,13 @@ def speech_coefficients(
     intensity: float = 0.8,
     seed: int = 0,
     temperature: float = 0.8,
+    reference_exp: np.ndarray | None = None,
     progress: bool = False,
 ) -> CoeffSequence:
     """Coefficients for 16 kHz mono speech: one video frame per 1/25 s of audio, any length.
+
+    ``reference_exp`` (52,): the blendshapes of a reference face whose emotion to carry over
+    (emotion transfer through the bijective flow: its latent replaces the emotion's centre).
 
     Raises:
         InputError: unknown emotion or intensity outside [0, 1].
@@ -299,7 +303,13 @@ def speech_coefficients(
     labels = emotion_label(weights, torch.full((frames,), 0.0 if emotion == "neutral" else float(intensity)))
     generator = torch.Generator().manual_seed(seed)
     with _torch_threads(1):
-        out = model.generate(windows, labels, temperature=temperature, generator=generator, progress=progress)
+        latent = None
+        if reference_exp is not None:
+            silence = torch.from_numpy(mel_windows(LogMel(audio_cfg)(np.zeros(16000, np.float32)), 1, audio_cfg))[0]
+            latent = model.emotion_latent(torch.from_numpy(reference_exp.astype(np.float32)), silence, labels[0])
+        out = model.generate(
+            windows, labels, temperature=temperature, generator=generator, exp_latent=latent, progress=progress
+        )
     coeffs = out.numpy()
     exp = np.clip(coeffs[:, :NUM_BLENDSHAPES], 0.0, 1.0).astype(np.float32)
     return CoeffSequence(exp=exp, pose=coeffs[:, NUM_BLENDSHAPES:].astype(np.float32), fps=audio_cfg.fps)
@@ -327,10 +337,12 @@ def render(
     seed: int = 0,
     temperature: float = 0.8,
     coeffs_out: PathLike | None = None,
+    emotion_reference: PathLike | None = None,
     checkpoint: PathLike = DEFAULT_FCG,
 ) -> Path:
     """Speech -> talking face: the FCG generates coefficients for ``audio``, MeshWarp renders them
-    on ``image``, and the speech is muxed into the .mp4."""
+    on ``image``, and the speech is muxed into the .mp4. ``emotion_reference``: a photo whose
+    facial expression is carried over instead of ``emotion``'s prototype centre."""
     try:
         speech = load_audio(audio)
     except AudioReadError as exc:
@@ -339,15 +351,26 @@ def render(
         raise InputError(f"{audio}: too short to speak ({len(speech)} samples at 16 kHz)")
     source = load_portrait(image)
     model = load_fcg(checkpoint)
+    reference = None
+    if emotion_reference is not None:
+        ref = load_portrait(emotion_reference)
+        reference = Rig(ref.landmarks).photo_exp
+        log.info("emotion reference %s: %s", emotion_reference, _describe(reference))
     seq = speech_coefficients(
-        model, speech, emotion=emotion, intensity=intensity, seed=seed, temperature=temperature, progress=True
-    )
+        model, speech, emotion=emotion, intensity=intensity, seed=seed, temperature=temperature,
+        reference_exp=reference, progress=True,
+    )  # fmt: skip
     if coeffs_out is not None:
         try:
             save_coeffs(coeffs_out, seq)
         except OSError as exc:
             raise StreamError(f"cannot write {coeffs_out}: {exc.strerror or exc}") from exc
     return render_coeffs(source, seq, out, audio=audio, desc="render")
+
+
+def _describe(exp: np.ndarray) -> str:
+    top = np.argsort(exp)[::-1][:4]
+    return ", ".join(f"{BLENDSHAPE_NAMES[i]} {exp[i]:.2f}" for i in top if exp[i] > 0.05) or "relaxed"
 
 
 def pose(

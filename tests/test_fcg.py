@@ -157,3 +157,19 @@ def test_emotion_change_is_smooth(trained: FCG, speech: np.ndarray) -> None:
     smile = BLENDSHAPE_NAMES.index("mouthSmileLeft")
     assert smooth[110:, smile].mean() > smooth[:70, smile].mean() + 0.1  # it did change
     assert np.abs(np.diff(smooth[70:95, smile])).max() < 0.7 * np.abs(np.diff(abrupt[70:95, smile])).max()
+
+
+@needs_checkpoint
+def test_emotion_transfer_from_a_smiling_photo(trained: FCG, speech: np.ndarray) -> None:
+    """The bundled portrait smiles: carried over through the flow's latent, the face smiles more."""
+    from models.landmarks import FaceLandmarker, load_image
+    from models.rig import Rig
+
+    image = load_image(ASSETS / "portrait.png")
+    with FaceLandmarker() as fl:
+        reference = Rig(fl.detect(image)).photo_exp
+    smile = [BLENDSHAPE_NAMES.index("mouthSmileLeft"), BLENDSHAPE_NAMES.index("mouthSmileRight")]
+    assert reference[smile].mean() > 0.2
+    plain = speech_coefficients(trained, speech, seed=0)
+    carried = speech_coefficients(trained, speech, seed=0, reference_exp=reference)
+    assert carried.exp[:, smile].mean() > plain.exp[:, smile].mean() + 0.05
