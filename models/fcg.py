@@ -62,11 +62,15 @@ class FCGConfig:
     hidden: int = 128  # coupling network width
     nu: float = 50.0  # Student's t degrees of freedom
     history_dropout: float = 0.7  # MoGlow-style data dropout on the history, training only
+    history_noise: float = 0.3  # Gaussian noise on the kept history (normalized units), training only
 
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name == "history_dropout":
+            if f.name == "history_noise":
+                if v < 0.0:
+                    raise ValueError(f"history_noise must be >= 0, got {v}")
+            elif f.name == "history_dropout":
                 if not 0.0 <= v < 1.0:
                     raise ValueError(f"history_dropout must be in [0, 1), got {v}")
             elif f.name == "history":
@@ -242,15 +246,20 @@ class FCG(nn.Module):
         return torch.cat([h, f_e], dim=1)
 
     # -- training objective -------------------------------------------------------------------
+    def _corrupt_history(self, history: Tensor) -> Tensor:
+        """Training only. At inference the history is the model's own output, not the data: noise it
+        so errors do not compound (exposure bias), and drop it (MoGlow) so the audio must be heard."""
+        cfg = self.config
+        if not self.training or cfg.history == 0:
+            return history
+        history = history + cfg.history_noise * torch.randn_like(history)
+        keep = torch.rand(history.shape[0], 1, 1, device=history.device) >= cfg.history_dropout
+        return history * keep.to(history)
+
     def forward(self, coeffs: Tensor, *, mel: Tensor, label: Tensor, history: Tensor) -> FlowOutput:
         """Per-sample NLL of target coefficients (B, E + 6) (raw units) given the conditioning."""
         cfg = self.config
-        if self.training and cfg.history_dropout > 0.0 and cfg.history > 0:
-            # Data dropout on the autoregressive history (MoGlow): the model must listen to the audio.
-            keep = (torch.rand(history.shape[0], 1, 1, device=history.device) >= cfg.history_dropout).to(
-                history
-            )
-            history = history * keep
+        history = self._corrupt_history(history)
         c = self.encode_context(mel, label, history)
         x = self.normalize(coeffs)
         z_e, ld_e = self.exp_flow(x[:, : cfg.num_exp], context=c)
@@ -268,11 +277,7 @@ class FCG(nn.Module):
         its emotion's component. The paper weights them 1, 1 and 1e-3.
         """
         cfg = self.config
-        if self.training and cfg.history_dropout > 0.0 and cfg.history > 0:
-            keep = (torch.rand(history.shape[0], 1, 1, device=history.device) >= cfg.history_dropout).to(
-                history
-            )
-            history = history * keep
+        history = self._corrupt_history(history)
         c = self.encode_context(mel, label, history)
         if self.training:
             # Dequantization: many targets sit exactly at 0 (clipped); a flow would collapse onto them.

@@ -111,7 +111,7 @@ def train(
     lr: float = 5e-4,
     augmented: int = 1,
     seed: int = 0,
-    threads: int = 2,
+    threads: int = 1,
 ) -> Path:
     """Train for ``minutes`` of wall time (resuming from ``out/train_state.pt`` if present)."""
     from tqdm import tqdm
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (one leaves a core free)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not args.data.exists():

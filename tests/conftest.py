@@ -14,3 +14,13 @@ ASSETS = ROOT / "assets"
 def _seed() -> None:
     random.seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> None:
+    # Two torch threads beside OpenCV's and MediaPipe's pools on two cores were up to 200x slower.
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
