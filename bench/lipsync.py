@@ -6,7 +6,7 @@ For each clip: generate coefficients, measure the mouth aperture they give on th
 portrait's rig (inner-lip gap, in inter-ocular distances), cross-correlate it with the speech
 envelope (RMS per video frame) over offsets of -8..8 frames, and report the best offset (> 0: the
 mouth lags the sound), the correlation there and at 0, how closed the mouth is in silences and
-how open in speech, and blinks per minute. Prints one table.
+how open in speech, blinks per minute, and head motion (spread and jitter). Prints one table.
 """
 
 from __future__ import annotations
@@ -74,6 +74,9 @@ def measure(model: object, rig: Rig, audio: np.ndarray, seed: int = 0) -> dict[s
         "open_speech": float(ap[speech].mean()) if speech.any() else float("nan"),
         "open_silence": float(ap[~speech].mean()) if (~speech).any() else float("nan"),
         "blinks_per_min": blinks / (len(audio) / 16000 / 60),
+        # Head motion: spread of yaw/pitch/roll, and frame-to-frame jitter (mean |second difference|).
+        "head_std_deg": float(np.degrees(seq.pose[:, :3].std(0)).mean()),
+        "head_jitter_deg": float(np.degrees(np.abs(np.diff(seq.pose[:, :3], 2, axis=0))).mean()),
     }
 
 
@@ -108,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(m)
         print(
             f"| {name} | {m['seconds']:.1f} | {m['offset']:+d} | {m['r_best']:.2f} | {m['r0']:.2f} | "
-            f"{m['open_speech']:.3f} | {m['open_silence']:.3f} | {m['blinks_per_min']:.0f} |"
+            f"{m['open_speech']:.3f} | {m['open_silence']:.3f} | {m['blinks_per_min']:.0f} | "
+            f"{m['head_std_deg']:.1f} | {m['head_jitter_deg']:.2f} |"
         )
     if len(rows) > 1:
         offsets = np.array([r["offset"] for r in rows])
@@ -116,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
             f"| **median of {len(rows)}** | | {np.median(offsets):+.0f} | {np.median([r['r_best'] for r in rows]):.2f} | "
             f"{np.median([r['r0'] for r in rows]):.2f} | {np.median([r['open_speech'] for r in rows]):.3f} | "
             f"{np.nanmedian([r['open_silence'] for r in rows]):.3f} | "
-            f"{np.median([r['blinks_per_min'] for r in rows]):.0f} |"
+            f"{np.median([r['blinks_per_min'] for r in rows]):.0f} | "
+            f"{np.median([r['head_std_deg'] for r in rows]):.1f} | {np.median([r['head_jitter_deg'] for r in rows]):.2f} |"
         )
         print(f"\nclips with |offset| <= 1 frame: {int((np.abs(offsets) <= 1).sum())} of {len(rows)}")
 

@@ -122,9 +122,12 @@ class FlowOutput(NamedTuple):
 
 @dataclass
 class FCGState:
-    """Streaming state of one sequence: the last tau frames of normalized coefficients."""
+    """Streaming state of one sequence: the last tau frames of normalized coefficients, and the
+    latent noise of the last frame (the sampling noise is correlated in time, see FCG.step)."""
 
     history: Tensor  # (1, tau, E + 6)
+    noise_exp: Tensor  # (1, E), unit-scale deviation of ExpFlow's latent from its centre
+    noise_pose: Tensor  # (1, 6)
 
 
 def emotion_label(weights: Tensor, intensity: Tensor) -> Tensor:
@@ -307,8 +310,12 @@ class FCG(nn.Module):
     # -- generation ---------------------------------------------------------------------------
     def initial_state(self) -> FCGState:
         """State at the start of a sequence (no history yet)."""
-        p = self.coeff_mean
-        return FCGState(history=p.new_zeros(1, self.config.history, self.config.coeff_dim))
+        p, cfg = self.coeff_mean, self.config
+        return FCGState(
+            history=p.new_zeros(1, cfg.history, cfg.coeff_dim),
+            noise_exp=p.new_zeros(1, cfg.num_exp),
+            noise_pose=p.new_zeros(1, cfg.num_pose),
+        )
 
     @torch.no_grad()
     def step(
@@ -320,28 +327,34 @@ class FCG(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         exp_latent: Tensor | None = None,
+        correlation: tuple[float, float] = (0.7, 0.95),
     ) -> tuple[Tensor, FCGState]:
         """One video frame: mel window (16, 80), label (9,) -> coefficients (E + 6,) and the new state.
 
         ``exp_latent`` (E,) replaces the emotion component's mean (emotion transfer from a
-        reference). The state is explicit and never kept in the module.
+        reference). ``correlation`` (expression, pose): the latent noise follows an AR(1) process
+        n_t = r n_(t-1) + sqrt(1 - r^2) e_t, which keeps each frame's distribution but stops
+        independent draws from making the head shake from frame to frame. The state is explicit
+        and never kept in the module.
         """
         cfg = self.config
         c = self.encode_context(mel[None], label[None], state.history)
         weights = label[None, : cfg.num_emotions]
-        noise_e = self.exp_prior.sample_blended(weights, temperature=temperature, generator=generator)
-        if exp_latent is not None:
-            centre = self.exp_prior.sample_blended(weights, temperature=0.0)
-            noise_e = noise_e - centre + exp_latent[None]
-        z_p = self.pose_prior.sample(1, temperature=temperature, generator=generator).to(c)
-        x_e, _ = self.exp_flow.reverse(noise_e, context=c)
-        x_p, _ = self.pose_flow.reverse(z_p, context=c)
+        mean = self.exp_prior.sample_blended(weights, temperature=0.0)
+        centre = mean if exp_latent is None else exp_latent[None]
+        draw_e = self.exp_prior.sample_blended(weights, temperature=1.0, generator=generator) - mean
+        draw_p = self.pose_prior.sample(1, temperature=1.0, generator=generator).to(c)
+        r_e, r_p = correlation
+        noise_e = r_e * state.noise_exp + (1.0 - r_e**2) ** 0.5 * draw_e
+        noise_p = r_p * state.noise_pose + (1.0 - r_p**2) ** 0.5 * draw_p
+        x_e, _ = self.exp_flow.reverse(centre + temperature * noise_e, context=c)
+        x_p, _ = self.pose_flow.reverse(temperature * noise_p, context=c)
         x = torch.cat([x_e, x_p], dim=1)  # (1, E + 6), normalized
         if cfg.history > 0:
             history = torch.cat([state.history[:, 1:], x[:, None]], dim=1)
         else:
             history = state.history
-        return self.denormalize(x)[0], FCGState(history=history)
+        return self.denormalize(x)[0], FCGState(history=history, noise_exp=noise_e, noise_pose=noise_p)
 
     @torch.no_grad()
     def generate(
@@ -352,6 +365,7 @@ class FCG(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         exp_latent: Tensor | None = None,
+        correlation: tuple[float, float] = (0.7, 0.95),
         progress: bool = False,
     ) -> Tensor:
         """A whole clip: mel windows (T, 16, 80) and labels (T, 9) -> coefficients (T, E + 6).
@@ -377,6 +391,7 @@ class FCG(nn.Module):
                 temperature=temperature,
                 generator=generator,
                 exp_latent=exp_latent,
+                correlation=correlation,
             )
             out.append(x)
         return torch.stack(out) if out else mel_windows.new_zeros(0, self.config.coeff_dim)
