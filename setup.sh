@@ -4,10 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 if command -v apt-get >/dev/null 2>&1; then
-  # libGL/glib for OpenCV (pulled in by MediaPipe); espeak-ng and flite speak the training data.
+  # libGL/glib for OpenCV (pulled in by MediaPipe); espeak-ng, flite and festival (with its
+  # voices named: --no-install-recommends leaves them out) speak the training data.
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    libgl1 libglib2.0-0 espeak-ng flite >/dev/null
+    libgl1 libglib2.0-0 espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts >/dev/null
 fi
 # The CPU build of torch first, so nothing later pulls a CUDA build.
 python3 -m pip install -q torch==2.13.0

@@ -19,7 +19,7 @@ import numpy as np
 from agent.commands import DEFAULT_FCG, load_fcg, speech_coefficients
 from models.audio import load_audio
 from models.landmarks import FaceLandmarker, load_image
-from models.rig import BLENDSHAPE_NAMES, LOWER_INNER_LIP, UPPER_INNER_LIP, Rig
+from models.rig import BLENDSHAPE_NAMES, EMOTIONS, LOWER_INNER_LIP, UPPER_INNER_LIP, Rig
 
 ROOT = Path(__file__).resolve().parent.parent
 BLINK = BLENDSHAPE_NAMES.index("eyeBlinkLeft")
@@ -96,11 +96,10 @@ def main(argv: list[str] | None = None) -> None:
         from models.synth import load_dataset
 
         data = load_dataset(args.val)
-        off = data["audio_offsets"]
-        meta = data["meta"]
-        for u in range(min(args.clips, len(off) - 1)):
-            pcm = data["audio"][off[u] : off[u + 1]].astype(np.float32) / 32768.0
-            clips.append((str(meta[u]).split("|")[0], pcm))
+        off = data.audio_offsets
+        for u in range(min(args.clips, len(data))):
+            pcm = data.audio[off[u] : off[u + 1]].astype(np.float32) / 32768.0
+            clips.append((f"{data.voice[u]} ({EMOTIONS[data.emotion[u]]})", pcm))
     print(
         "| clip | s | offset (frames) | r at offset | r at 0 | open in speech | open in silence | blinks/min |"
     )

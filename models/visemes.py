@@ -1,102 +1,222 @@
-"""Phones -> mouth blendshape curves with coarticulation (Cohen and Massaro's dominance functions).
+"""Phones -> mouth blendshape curves, with Cohen-Massaro coarticulation.
 
-Each phone has a viseme target (weights of the mouth blendshapes) and a dominance
-D(t) = alpha * exp(-theta * |t - centre| ** c) spreading over its neighbours; the curve at time t
-is sum_i D_i(t) T_i / sum_i D_i(t). Bilabials and labiodentals are strongly dominant, so the lips
-really close on P B M and tuck on F V whatever the vowels around them do.
+Each phone has a viseme target T_i (ARKit mouth weights) and, per articulator (jaw, lips), a
+dominance D_i(t) = alpha * exp(-theta * |t - centre_i| ** c), with separate theta before the centre
+(anticipation) and after it (carry-over). A channel's curve is sum_i D_i T_i / sum_i D_i. Closures
+are strongly dominant, so the lips meet on P B M whatever the vowels around them do, while T D K
+borrow their shape from their neighbours. Silence is a state, not a point target: its dominance is
+flat over its whole segment and ramps off outside it. Cohen & Massaro, "Modeling coarticulation in
+synthetic visual speech", 1993.
+
+A frame's value is the instantaneous value of the curve at the frame's time t = k / fps (like a
+camera's short exposure), so a 30 ms lip closure still shows as closed in the frame nearest to it.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from models.rig import BLENDSHAPE_NAMES, NUM_BLENDSHAPES
 
-__all__ = ["VISEMES", "phone_curves"]
+__all__ = [
+    "MOUTH_CHANNELS",
+    "PHONES",
+    "SILENCE",
+    "VISEMES",
+    "VOWELS",
+    "MouthCurves",
+    "Viseme",
+    "close_lips",
+    "mouth_curves",
+    "normalize_phone",
+    "phone_curves",
+]
 
 _I = {n: i for i, n in enumerate(BLENDSHAPE_NAMES)}
+# Articulators: the jaw (and the tongue riding on it) and the lips, each with its own dominance.
+_JAW = ("jawOpen", "tongueOut")
+MOUTH_CHANNELS: tuple[str, ...] = tuple(
+    n
+    for n in BLENDSHAPE_NAMES
+    if n.startswith(("mouth", "jaw", "tongue")) and n not in ("jawLeft", "jawRight")
+)
+_IS_JAW = np.array([n in _JAW for n in BLENDSHAPE_NAMES])
 
-# Targets: jaw and lip shapes of each ARPAbet phone (stress digits stripped), plus dominance
-# (alpha, theta 1/s). Values are this project's own, by articulation class.
-_CLOSED = {"jawOpen": 0.03, "mouthClose": 0.0, "mouthPressLeft": 0.45, "mouthPressRight": 0.45,
-           "mouthRollLower": 0.15, "mouthRollUpper": 0.1}  # fmt: skip
-_LABIODENTAL = {"jawOpen": 0.08, "mouthRollLower": 0.55, "mouthUpperUpLeft": 0.25, "mouthUpperUpRight": 0.25,
-                "mouthLowerDownLeft": 0.0}  # fmt: skip
-_ROUND = {"jawOpen": 0.2, "mouthPucker": 0.7, "mouthFunnel": 0.35}
-_W = {"jawOpen": 0.1, "mouthPucker": 0.85, "mouthFunnel": 0.2}
-_OPEN = {"jawOpen": 0.55, "mouthLowerDownLeft": 0.25, "mouthLowerDownRight": 0.25}
-_MID = {"jawOpen": 0.35, "mouthLowerDownLeft": 0.15, "mouthLowerDownRight": 0.15}
-_SPREAD = {"jawOpen": 0.2, "mouthStretchLeft": 0.35, "mouthStretchRight": 0.35, "mouthSmileLeft": 0.15,
-           "mouthSmileRight": 0.15}  # fmt: skip
-_TEETH = {"jawOpen": 0.12, "mouthStretchLeft": 0.2, "mouthStretchRight": 0.2, "mouthUpperUpLeft": 0.15,
-          "mouthUpperUpRight": 0.15, "mouthLowerDownLeft": 0.15, "mouthLowerDownRight": 0.15}  # fmt: skip
-_TONGUE = {"jawOpen": 0.15, "tongueOut": 0.35, "mouthLowerDownLeft": 0.1, "mouthLowerDownRight": 0.1}
-_ALVEOLAR = {"jawOpen": 0.15, "mouthStretchLeft": 0.1, "mouthStretchRight": 0.1}
-_VELAR = {"jawOpen": 0.22}
-_POSTALV = {"jawOpen": 0.15, "mouthFunnel": 0.45, "mouthPucker": 0.25, "mouthUpperUpLeft": 0.1,
-            "mouthUpperUpRight": 0.1}  # fmt: skip
-_R = {"jawOpen": 0.15, "mouthPucker": 0.4, "mouthFunnel": 0.2}
-_REST: dict[str, float] = {}
-
-# phone -> (target, alpha, theta)
-VISEMES: dict[str, tuple[dict[str, float], float, float]] = {
-    "P": (_CLOSED, 1.0, 9.0), "B": (_CLOSED, 1.0, 9.0), "M": (_CLOSED, 1.0, 9.0),
-    "F": (_LABIODENTAL, 0.9, 10.0), "V": (_LABIODENTAL, 0.9, 10.0),
-    "UW": (_ROUND, 0.7, 12.0), "OW": (_ROUND, 0.6, 12.0), "AO": ({**_ROUND, "jawOpen": 0.4}, 0.55, 12.0),
-    "UH": ({**_ROUND, "jawOpen": 0.25, "mouthPucker": 0.45}, 0.5, 14.0), "OY": (_ROUND, 0.55, 12.0),
-    "W": (_W, 0.8, 10.0),
-    "AA": (_OPEN, 0.55, 12.0), "AE": ({**_OPEN, "mouthStretchLeft": 0.2, "mouthStretchRight": 0.2}, 0.55, 12.0),
-    "AH": (_MID, 0.45, 14.0), "AY": (_OPEN, 0.5, 12.0), "AW": (_OPEN, 0.5, 12.0),
-    "EH": ({**_MID, "mouthStretchLeft": 0.15, "mouthStretchRight": 0.15}, 0.45, 14.0),
-    "ER": (_R, 0.45, 13.0), "EY": (_SPREAD, 0.45, 13.0), "IH": (_SPREAD, 0.4, 14.0),
-    "IY": ({**_SPREAD, "jawOpen": 0.12}, 0.5, 13.0),
-    "TH": (_TONGUE, 0.6, 13.0), "DH": (_TONGUE, 0.5, 14.0),
-    "S": (_TEETH, 0.6, 13.0), "Z": (_TEETH, 0.55, 13.0),
-    "SH": (_POSTALV, 0.7, 12.0), "ZH": (_POSTALV, 0.65, 12.0), "CH": (_POSTALV, 0.7, 12.0),
-    "JH": (_POSTALV, 0.65, 12.0), "R": (_R, 0.5, 13.0),
-    "T": (_ALVEOLAR, 0.3, 16.0), "D": (_ALVEOLAR, 0.3, 16.0), "N": (_ALVEOLAR, 0.3, 16.0),
-    "L": ({**_ALVEOLAR, "jawOpen": 0.2}, 0.3, 16.0), "Y": (_SPREAD, 0.35, 15.0),
-    "K": (_VELAR, 0.25, 16.0), "G": (_VELAR, 0.25, 16.0), "NG": (_VELAR, 0.25, 16.0),
-    "HH": ({"jawOpen": 0.25}, 0.15, 18.0),
-    "SIL": (_REST, 0.8, 6.0),
-}  # fmt: skip
-_EXPONENT = 1.0  # c in D(t); 1 gives the classic exponential
+SILENCE = "SIL"
+VOWELS = frozenset({"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"})
+_EXPONENT = 1.0  # c in D(t); 1 is the classic negative exponential
 
 
-def _target_vector(target: dict[str, float]) -> np.ndarray:
-    v = np.zeros(NUM_BLENDSHAPES, dtype=np.float64)
-    for name, w in target.items():
-        v[_I[name]] = w
-    return v
+@dataclass(frozen=True)
+class Viseme:
+    """Mouth target of one phone and its dominance (alpha: strength; theta: 1/s, before/after centre)."""
+
+    target: dict[str, float]
+    jaw_alpha: float
+    lip_alpha: float
+    theta_before: float
+    theta_after: float
+    closure: float = 0.0  # 1 where the lips must meet (bilabials)
+    vector: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        v = np.zeros(NUM_BLENDSHAPES, dtype=np.float64)
+        for name, w in self.target.items():
+            v[_I[name]] = w
+        object.__setattr__(self, "vector", v)
 
 
-_TARGETS = {p: (_target_vector(t), a, th) for p, (t, a, th) in VISEMES.items()}
+def _lr(**kw: float) -> dict[str, float]:
+    """Expand keys like smile=0.2 into mouthSmileLeft/Right; jawOpen/mouthFunnel etc. pass through."""
+    out: dict[str, float] = {}
+    for k, w in kw.items():
+        if k in ("smile", "stretch", "press", "upperUp", "lowerDown", "frown", "dimple"):
+            name = "mouth" + k[0].upper() + k[1:]
+            out[name + "Left"] = out[name + "Right"] = w
+        else:
+            out[k] = w
+    return out
+
+
+# Targets are this project's own, by articulation class; weights are ARKit [0, 1].
+_CLOSED = _lr(jawOpen=0.04, press=0.45, mouthRollLower=0.12, mouthRollUpper=0.08)
+_LABIODENTAL = _lr(jawOpen=0.08, mouthRollLower=0.6, upperUp=0.22, press=0.05)
+_SIBILANT = _lr(jawOpen=0.08, stretch=0.25, upperUp=0.12, lowerDown=0.12)
+_POSTALVEOLAR = _lr(jawOpen=0.12, mouthFunnel=0.5, mouthPucker=0.3, upperUp=0.15, lowerDown=0.15)
+_DENTAL = _lr(jawOpen=0.15, tongueOut=0.3, lowerDown=0.12)
+_ALVEOLAR = _lr(jawOpen=0.15, stretch=0.05)
+_VELAR = _lr(jawOpen=0.22)
+
+# phone -> Viseme(target, jaw_alpha, lip_alpha, theta_before, theta_after, closure)
+VISEMES: dict[str, Viseme] = {
+    SILENCE: Viseme({}, 1.5, 1.5, 14.0, 14.0),
+    # Bilabial closure: strongest of all, short reach.
+    "P": Viseme(_CLOSED, 6.0, 6.0, 50.0, 50.0, closure=1.0),
+    "B": Viseme(_CLOSED, 6.0, 6.0, 50.0, 50.0, closure=1.0),
+    "M": Viseme(_CLOSED, 6.0, 6.0, 50.0, 50.0, closure=1.0),
+    # Lower lip under the upper teeth.
+    "F": Viseme(_LABIODENTAL, 3.0, 5.0, 45.0, 45.0),
+    "V": Viseme(_LABIODENTAL, 3.0, 5.0, 45.0, 45.0),
+    # Rounded: lip rounding is anticipated over several phones (small theta_before on the lips).
+    "UW": Viseme(_lr(jawOpen=0.15, mouthPucker=0.75, mouthFunnel=0.3), 1.0, 2.5, 15.0, 22.0),
+    "OW": Viseme(_lr(jawOpen=0.28, mouthFunnel=0.5, mouthPucker=0.45), 1.0, 2.5, 15.0, 22.0),
+    "AO": Viseme(_lr(jawOpen=0.42, mouthFunnel=0.45, mouthPucker=0.2, lowerDown=0.1), 1.0, 2.0, 18.0, 22.0),
+    "UH": Viseme(_lr(jawOpen=0.2, mouthPucker=0.45, mouthFunnel=0.3), 1.0, 1.8, 18.0, 24.0),
+    "OY": Viseme(_lr(jawOpen=0.3, mouthFunnel=0.4, mouthPucker=0.35), 1.0, 2.0, 18.0, 22.0),
+    "W": Viseme(_lr(jawOpen=0.08, mouthPucker=0.85, mouthFunnel=0.25), 1.0, 3.0, 15.0, 25.0),
+    # Open.
+    "AA": Viseme(_lr(jawOpen=0.6, lowerDown=0.25), 1.2, 1.0, 25.0, 25.0),
+    "AE": Viseme(_lr(jawOpen=0.5, stretch=0.2, lowerDown=0.2, upperUp=0.1), 1.2, 1.0, 25.0, 25.0),
+    "AH": Viseme(_lr(jawOpen=0.4, lowerDown=0.15), 1.0, 0.8, 25.0, 25.0),
+    "AY": Viseme(_lr(jawOpen=0.55, lowerDown=0.2, stretch=0.1), 1.2, 1.0, 25.0, 25.0),
+    "AW": Viseme(_lr(jawOpen=0.5, lowerDown=0.15, mouthFunnel=0.25), 1.2, 1.0, 25.0, 25.0),
+    # Mid and r-coloured.
+    "EH": Viseme(_lr(jawOpen=0.35, stretch=0.2, lowerDown=0.15), 1.0, 0.8, 25.0, 25.0),
+    "ER": Viseme(_lr(jawOpen=0.2, mouthFunnel=0.35, mouthPucker=0.3), 0.8, 1.2, 22.0, 25.0),
+    # Spread.
+    "IY": Viseme(_lr(jawOpen=0.12, stretch=0.4, smile=0.2, upperUp=0.1), 1.0, 1.5, 25.0, 25.0),
+    "IH": Viseme(_lr(jawOpen=0.2, stretch=0.3, smile=0.1), 1.0, 1.2, 25.0, 25.0),
+    "EY": Viseme(_lr(jawOpen=0.28, stretch=0.35, smile=0.15), 1.0, 1.2, 25.0, 25.0),
+    "Y": Viseme(_lr(jawOpen=0.12, stretch=0.3, smile=0.1), 0.6, 0.8, 30.0, 30.0),
+    # Tongue between the teeth, a little.
+    "TH": Viseme(_DENTAL, 0.8, 0.8, 35.0, 35.0),
+    "DH": Viseme(_lr(jawOpen=0.15, tongueOut=0.15, lowerDown=0.1), 0.8, 0.6, 35.0, 35.0),
+    # Sibilants: the jaw nearly closes, teeth show.
+    "S": Viseme(_SIBILANT, 2.0, 0.8, 35.0, 35.0),
+    "Z": Viseme(_SIBILANT, 2.0, 0.8, 35.0, 35.0),
+    "SH": Viseme(_POSTALVEOLAR, 1.5, 2.0, 25.0, 30.0),
+    "ZH": Viseme(_POSTALVEOLAR, 1.5, 2.0, 25.0, 30.0),
+    "CH": Viseme(_POSTALVEOLAR, 1.5, 2.0, 25.0, 30.0),
+    "JH": Viseme(_POSTALVEOLAR, 1.5, 2.0, 25.0, 30.0),
+    "R": Viseme(_lr(jawOpen=0.15, mouthPucker=0.35, mouthFunnel=0.25), 0.6, 1.0, 25.0, 30.0),
+    # Visually weak consonants: they take their shape from the vowels around them.
+    "T": Viseme(_ALVEOLAR, 0.6, 0.3, 40.0, 40.0),
+    "D": Viseme(_ALVEOLAR, 0.6, 0.3, 40.0, 40.0),
+    "N": Viseme(_ALVEOLAR, 0.6, 0.3, 40.0, 40.0),
+    "L": Viseme(_lr(jawOpen=0.22), 0.4, 0.3, 40.0, 40.0),
+    "K": Viseme(_VELAR, 0.4, 0.2, 40.0, 40.0),
+    "G": Viseme(_VELAR, 0.4, 0.2, 40.0, 40.0),
+    "NG": Viseme(_VELAR, 0.4, 0.2, 40.0, 40.0),
+    "HH": Viseme(_lr(jawOpen=0.3), 0.1, 0.1, 40.0, 40.0),
+}
+PHONES: tuple[str, ...] = tuple(VISEMES)
+
+
+class MouthCurves(NamedTuple):
+    exp: np.ndarray  # (T, 52) float32 in [0, 1]: mouth channels set, the rest zero
+    closure: np.ndarray  # (T,) float32 in [0, 1]: how firmly the lips must meet (1 on P B M)
+
+
+def normalize_phone(phone: str) -> str:
+    """ARPAbet phone as in VISEMES: stress digits dropped; noise and unknown phones are silence."""
+    p = phone.upper().rstrip("012")
+    return p if p in VISEMES else SILENCE
+
+
+def close_lips(exp: np.ndarray, closure: np.ndarray) -> np.ndarray:
+    """Make the lips meet where closure = 1, whatever the jaw does: mouthClose = closure * jawOpen.
+
+    ARKit's mouthClose brings the lips together against an open jaw, so it never exceeds jawOpen.
+    Call again after anything (an emotion) changes jawOpen. exp: (T, 52); closure: (T,). In place.
+    """
+    jaw = exp[:, _I["jawOpen"]]
+    exp[:, _I["mouthClose"]] = np.minimum(np.maximum(exp[:, _I["mouthClose"]], closure * jaw), jaw)
+    return exp
 
 
 def phone_curves(phones: list[tuple[str, float, float]], num_frames: int, fps: float) -> np.ndarray:
-    """Mouth blendshape curves (num_frames, 52) for (phone, start_s, end_s) segments.
+    """Mouth blendshapes (num_frames, 52) float32 at t = k / fps for (phone, start_s, end_s) segments.
 
-    A frame's value is the curve at the frame's time, t = k / fps. Unknown phones (noise
-    markers) count as silence. Time outside every segment is silence: mouth closed, relaxed.
+    Time before the first and after the last segment is silence (mouth closed and relaxed).
     """
+    return mouth_curves(phones, num_frames, fps).exp
+
+
+def mouth_curves(phones: list[tuple[str, float, float]], num_frames: int, fps: float) -> MouthCurves:
+    """:func:`phone_curves` plus the lip-closure curve, for re-closing the lips after more jaw is added."""
+    if num_frames < 0 or fps <= 0:
+        raise ValueError(f"expected num_frames >= 0 and fps > 0, got {num_frames}, {fps}")
     t = np.arange(num_frames, dtype=np.float64) / fps
+    segs = [(normalize_phone(p), float(s), float(e)) for p, s, e in phones if e > s]
+    # Silence outside the aligned span, as two more segments.
+    first = min((s for _, s, _ in segs), default=0.0)
+    last = max((e for _, _, e in segs), default=0.0)
+    horizon = max(num_frames / fps, last) + 1.0
+    segs = [(SILENCE, -1.0, first), *segs, (SILENCE, last, horizon)]
+
     num = np.zeros((num_frames, NUM_BLENDSHAPES))
-    den = np.full(num_frames, 1e-6)
-    rest, rest_alpha, rest_theta = _TARGETS["SIL"]
-    segments = [(p.rstrip("012").upper(), s, e) for p, s, e in phones]
-    start = min((s for _, s, _ in segments), default=0.0)
-    end = max((e for _, _, e in segments), default=0.0)
-    for phone, s, e in segments:
-        target, alpha, theta = _TARGETS.get(phone, _TARGETS["SIL"])
+    den = np.full((num_frames, NUM_BLENDSHAPES), 1e-9)
+    close_num = np.zeros(num_frames)
+    close_den = np.full(num_frames, 1e-9)
+    for phone, s, e in segs:
+        v = VISEMES[phone]
+        # Only frames where the dominance is above 1e-6 of its peak (exp(-14)): long clips stay cheap.
+        reach = 14.0 / min(v.theta_before, v.theta_after)
+        lo = max(int(np.floor((s - reach) * fps)), 0)
+        hi = min(int(np.ceil((e + reach) * fps)) + 1, num_frames)
+        if hi <= lo:
+            continue
         centre = 0.5 * (s + e)
-        # Inside its own segment a phone is fully dominant; outside it decays.
-        dist = np.maximum(np.abs(t - centre) - 0.5 * (e - s), 0.0)
-        d = alpha * np.exp(-theta * dist**_EXPONENT)
-        num += d[:, None] * target
-        den += d
-    # Before the first and after the last phone: silence.
-    outside = np.maximum(np.maximum(start - t, t - end), 0.0)
-    d = rest_alpha * (1.0 - np.exp(-rest_theta * outside * 4.0))
-    num += d[:, None] * rest
-    den += d
-    return np.clip(num / den[:, None], 0.0, 1.0).astype(np.float32)
+        tau = t[lo:hi] - centre
+        if phone == SILENCE:
+            # Flat over the segment; a short pause only half-closes the mouth.
+            dist = np.maximum(np.abs(tau) - 0.5 * (e - s), 0.0)
+            strength = min(1.0, (e - s) / 0.25)
+        else:
+            dist = np.abs(tau)
+            strength = 1.0
+        theta = np.where(tau < 0.0, v.theta_before, v.theta_after)
+        shape = strength * np.exp(-theta * dist**_EXPONENT)  # (W,)
+        d_jaw, d_lip = v.jaw_alpha * shape, v.lip_alpha * shape
+        d = np.where(_IS_JAW[None, :], d_jaw[:, None], d_lip[:, None])  # (W, 52)
+        num[lo:hi] += d * v.vector
+        den[lo:hi] += d
+        close_num[lo:hi] += d_lip * v.closure
+        close_den[lo:hi] += d_lip
+    exp = np.clip(num / den, 0.0, 1.0)
+    closure = np.clip(close_num / close_den, 0.0, 1.0)
+    close_lips(exp, closure)
+    return MouthCurves(exp.astype(np.float32), closure.astype(np.float32))
