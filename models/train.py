@@ -112,8 +112,11 @@ def train(
     augmented: int = 1,
     seed: int = 0,
     threads: int = 1,
+    max_steps: int | None = None,
 ) -> Path:
-    """Train for ``minutes`` of wall time (resuming from ``out/train_state.pt`` if present)."""
+    """Train for ``minutes`` of training time, or ``max_steps`` optimizer steps when given (the
+    reproducible choice: the step count does not depend on the machine's speed). Resumes from
+    ``out/train_state.pt`` if present."""
     from tqdm import tqdm
 
     torch.set_num_threads(threads)
@@ -149,9 +152,9 @@ def train(
     running = np.zeros(3)
     count = 0
     try:
-        while elapsed < budget:
+        while (step < max_steps) if max_steps is not None else (elapsed < budget):
             t0 = time.monotonic()
-            frac = elapsed / budget
+            frac = step / max_steps if max_steps is not None else elapsed / budget
             for g in opt.param_groups:
                 g["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))  # cosine to lr/10
             idx = torch.randint(0, len(train_data), (batch_size,), generator=gen)
@@ -169,7 +172,8 @@ def train(
             dt = time.monotonic() - t0
             elapsed += dt
             bar.update(dt)
-            if elapsed - last_eval >= 60.0 or elapsed >= budget:
+            done = step >= max_steps if max_steps is not None else elapsed >= budget
+            if elapsed - last_eval >= 60.0 or done:
                 metrics = _validate(model, val_data)
                 mean = running / max(count, 1)
                 writer.writerow([step, f"{elapsed / 60:.2f}", f"{opt.param_groups[0]['lr']:.2e}", *np.round(mean, 4),
@@ -197,7 +201,8 @@ def _plot(log_path: Path, png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = list(csv.DictReader(open(log_path)))
+    with open(log_path, newline="") as f:
+        rows = list(csv.DictReader(f))
     if not rows:
         return
     minutes = [float(r["minutes"]) for r in rows]
@@ -223,7 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val", type=Path, default=Path("data/val.npz"))
     parser.add_argument("--out", type=Path, default=Path("assets/fcg"))
     parser.add_argument("--preset", choices=sorted(PRESETS), default="paper")
-    parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget")
+    parser.add_argument("--minutes", type=float, default=30.0, help="training-time budget")
+    parser.add_argument("--steps", type=int, default=None, help="train exactly this many steps instead")
     parser.add_argument(
         "--data-minutes", type=float, default=30.0, help="speech to synthesize if --data is missing"
     )
@@ -238,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.val.exists():
         build_dataset(args.val, minutes=max(args.data_minutes / 8, 2.0), seed=args.seed + 1, split="val")
     train(args.data, args.val, args.out, preset=args.preset, minutes=args.minutes, batch_size=args.batch_size,
-          lr=args.lr, seed=args.seed, threads=args.threads)  # fmt: skip
+          lr=args.lr, seed=args.seed, threads=args.threads, max_steps=args.steps)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -173,3 +173,24 @@ def test_emotion_transfer_from_a_smiling_photo(trained: FCG, speech: np.ndarray)
     plain = speech_coefficients(trained, speech, seed=0)
     carried = speech_coefficients(trained, speech, seed=0, reference_exp=reference)
     assert carried.exp[:, smile].mean() > plain.exp[:, smile].mean() + 0.05
+
+
+@pytest.mark.skipif(
+    __import__("shutil").which("espeak-ng") is None
+    or __import__("importlib").util.find_spec("pocketsphinx") is None,
+    reason="espeak-ng and pocketsphinx make the training data (setup.sh installs them)",
+)
+def test_training_command_end_to_end(tmp_path: Path) -> None:
+    """Synthesize a tiny dataset, train the tiny preset a few steps, load what it wrote."""
+    from models.train import main
+
+    out = tmp_path / "fcg"
+    args = ["--data", str(tmp_path / "train.npz"), "--val", str(tmp_path / "val.npz"), "--out", str(out),
+            "--preset", "tiny", "--data-minutes", "0.2", "--steps", "4", "--batch-size", "16"]  # fmt: skip
+    main(args)
+    model = FCG.from_pretrained(out)
+    assert model.config == PRESETS["tiny"]
+    assert (out / "log.csv").read_text().count("\n") == 2  # header + the final evaluation
+    assert (out / "loss.png").stat().st_size > 1000
+    main(args[:-4] + ["--steps", "6", "--batch-size", "16"])  # resumes from train_state.pt
+    assert (out / "log.csv").read_text().splitlines()[-1].startswith("6,")
