@@ -101,9 +101,10 @@ def main(argv: list[str] | None = None) -> None:
             pcm = data.audio[off[u] : off[u + 1]].astype(np.float32) / 32768.0
             clips.append((f"{data.voice[u]} ({EMOTIONS[data.emotion[u]]})", pcm))
     print(
-        "| clip | s | offset (frames) | r at offset | r at 0 | open in speech | open in silence | blinks/min |"
+        "| clip | s | offset (frames) | r at offset | r at 0 | open in speech | open in silence | blinks/min "
+        "| head std (deg) | head jitter (deg) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     for name, audio in clips:
         m = measure(model, rig, audio)
