@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+_MAX_NOISE = 3.5  # latent noise beyond this many scale units is clipped when sampling
+_MAX_DEVIATION = 8.0  # generated coefficients stay within this many data standard deviations
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class FCGConfig:
     pose_steps: int = 16  # K for PoseFlow
     hidden: int = 128  # coupling network width
     nu: float = 50.0  # Student's t degrees of freedom
+    neutral_emotion: int = 5  # index of "neutral" among the emotions (models.rig.EMOTIONS)
     history_dropout: float = 0.7  # MoGlow-style data dropout on the history, training only
     history_noise: float = 0.3  # Gaussian noise on the kept history (normalized units), training only
 
@@ -73,9 +76,9 @@ class FCGConfig:
             elif f.name == "history_dropout":
                 if not 0.0 <= v < 1.0:
                     raise ValueError(f"history_dropout must be in [0, 1), got {v}")
-            elif f.name == "history":
+            elif f.name in ("history", "neutral_emotion"):
                 if v < 0:
-                    raise ValueError(f"history must be >= 0, got {v}")
+                    raise ValueError(f"{f.name} must be >= 0, got {v}")
             elif v <= 0:
                 raise ValueError(f"{f.name} must be positive, got {v}")
         if self.d_model % self.num_heads:
@@ -338,18 +341,32 @@ class FCG(nn.Module):
         and never kept in the module.
         """
         cfg = self.config
-        c = self.encode_context(mel[None], label[None], state.history)
         weights = label[None, : cfg.num_emotions]
         mean = self.exp_prior.sample_blended(weights, temperature=0.0)
-        centre = mean if exp_latent is None else exp_latent[None]
         draw_e = self.exp_prior.sample_blended(weights, temperature=1.0, generator=generator) - mean
-        draw_p = self.pose_prior.sample(1, temperature=1.0, generator=generator).to(c)
+        draw_p = self.pose_prior.sample(1, temperature=1.0, generator=generator).to(mel)
         r_e, r_p = correlation
-        noise_e = r_e * state.noise_exp + (1.0 - r_e**2) ** 0.5 * draw_e
-        noise_p = r_p * state.noise_pose + (1.0 - r_p**2) ** 0.5 * draw_p
-        x_e, _ = self.exp_flow.reverse(centre + temperature * noise_e, context=c)
-        x_p, _ = self.pose_flow.reverse(temperature * noise_p, context=c)
-        x = torch.cat([x_e, x_p], dim=1)  # (1, E + 6), normalized
+        noise_e = (r_e * state.noise_exp + (1.0 - r_e**2) ** 0.5 * draw_e).clamp(-_MAX_NOISE, _MAX_NOISE)
+        noise_p = (r_p * state.noise_pose + (1.0 - r_p**2) ** 0.5 * draw_p).clamp(-_MAX_NOISE, _MAX_NOISE)
+        # During a transition the label blends two emotions. Points between two components of the
+        # latent mixture were never trained on and map erratically, so each emotion is generated
+        # from its own component with the same noise and the coefficients are blended instead.
+        x_e = torch.zeros(1, cfg.num_exp, dtype=mel.dtype)
+        x_p = torch.zeros(1, cfg.num_pose, dtype=mel.dtype)
+        for k in torch.nonzero(weights[0] > 1e-4).flatten().tolist():
+            one = label.clone()
+            one[: cfg.num_emotions] = 0.0
+            one[k] = 1.0
+            if k == cfg.neutral_emotion:
+                one[-1] = 0.0  # neutral is trained at intensity 0 only
+            c = self.encode_context(mel[None], one[None], state.history)
+            centre = self.exp_prior.means[k][None] if exp_latent is None else exp_latent[None]
+            w = weights[0, k] / weights[0].sum()
+            x_e = x_e + w * self.exp_flow.reverse(centre + temperature * noise_e, context=c)[0]
+            x_p = x_p + w * self.pose_flow.reverse(temperature * noise_p, context=c)[0]
+        # A latent far in a tail can map to a wild coefficient, which the history would feed back
+        # into the next frame; keep the autoregression inside what the data ever showed.
+        x = torch.cat([x_e, x_p], dim=1).nan_to_num(0.0).clamp(-_MAX_DEVIATION, _MAX_DEVIATION)  # (1, E + 6)
         if cfg.history > 0:
             history = torch.cat([state.history[:, 1:], x[:, None]], dim=1)
         else:

@@ -156,7 +156,11 @@ def test_emotion_change_is_smooth(trained: FCG, speech: np.ndarray) -> None:
     smooth, abrupt = run(12), run(1)
     smile = BLENDSHAPE_NAMES.index("mouthSmileLeft")
     assert smooth[110:, smile].mean() > smooth[:70, smile].mean() + 0.1  # it did change
-    assert np.abs(np.diff(smooth[70:95, smile])).max() < 0.7 * np.abs(np.diff(abrupt[70:95, smile])).max()
+    assert np.isfinite(smooth).all()
+    # The abrupt switch jumps in one frame; the transition eases in over its first frames.
+    jump = float(np.diff(abrupt[73:78, smile]).max())
+    assert jump > 0.2
+    assert float(np.diff(smooth[73:80, smile]).max()) < 0.5 * jump
 
 
 @needs_checkpoint
