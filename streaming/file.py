@@ -74,6 +74,10 @@ def _temp_path(target: Path, suffix: str) -> Path:
     """A fresh hidden file next to ``target``, so the final ``os.replace`` stays on one filesystem."""
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
     os.close(fd)
+    # mkstemp makes the file private (0600); the finished output should have ordinary permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
     return Path(name)
 
 
