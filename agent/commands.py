@@ -305,10 +305,19 @@ def speech_coefficients(
     with _torch_threads(1):
         latent = None
         if reference_exp is not None:
-            silence = torch.from_numpy(mel_windows(LogMel(audio_cfg)(np.zeros(16000, np.float32)), 1, audio_cfg))[0]
-            latent = model.emotion_latent(torch.from_numpy(reference_exp.astype(np.float32)), silence, labels[0])
+            silence = torch.from_numpy(
+                mel_windows(LogMel(audio_cfg)(np.zeros(16000, np.float32)), 1, audio_cfg)
+            )[0]
+            latent = model.emotion_latent(
+                torch.from_numpy(reference_exp.astype(np.float32)), silence, labels[0]
+            )
         out = model.generate(
-            windows, labels, temperature=temperature, generator=generator, exp_latent=latent, progress=progress
+            windows,
+            labels,
+            temperature=temperature,
+            generator=generator,
+            exp_latent=latent,
+            progress=progress,
         )
     coeffs = out.numpy()
     exp = np.clip(coeffs[:, :NUM_BLENDSHAPES], 0.0, 1.0).astype(np.float32)
