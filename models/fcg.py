@@ -262,18 +262,19 @@ class FCG(nn.Module):
         keep = torch.rand(history.shape[0], 1, 1, device=history.device) >= cfg.history_dropout
         return history * keep.to(history)
 
-    def forward(self, coeffs: Tensor, *, mel: Tensor, label: Tensor, history: Tensor) -> FlowOutput:
-        """Per-sample NLL of target coefficients (B, E + 6) (raw units) given the conditioning."""
+    def _log_prob(self, x: Tensor, c: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """log p (B,) of normalized coefficients x (B, E + 6), in raw units, and both latents."""
         cfg = self.config
-        history = self._corrupt_history(history)
-        c = self.encode_context(mel, label, history)
-        x = self.normalize(coeffs)
         z_e, ld_e = self.exp_flow(x[:, : cfg.num_exp], context=c)
         z_p, ld_p = self.pose_flow(x[:, cfg.num_exp :], context=c)
-        log_prob = self.exp_prior.log_prob(z_e, label[:, : cfg.num_emotions]) + ld_e
-        log_prob = log_prob + self.pose_prior.log_prob(z_p) + ld_p
-        log_prob = log_prob - torch.log(self.coeff_std).sum()  # back to raw units
-        return FlowOutput(-log_prob / cfg.coeff_dim, log_prob, z_e, z_p)
+        log_prob = self.exp_prior.log_prob(z_e, weights) + ld_e + self.pose_prior.log_prob(z_p) + ld_p
+        return log_prob - torch.log(self.coeff_std).sum(), z_e, z_p  # back to raw units
+
+    def forward(self, coeffs: Tensor, *, mel: Tensor, label: Tensor, history: Tensor) -> FlowOutput:
+        """Per-sample NLL of target coefficients (B, E + 6) (raw units) given the conditioning."""
+        c = self.encode_context(mel, label, self._corrupt_history(history))
+        log_prob, z_e, z_p = self._log_prob(self.normalize(coeffs), c, label[:, : self.config.num_emotions])
+        return FlowOutput(-log_prob / self.config.coeff_dim, log_prob, z_e, z_p)
 
     def losses(self, coeffs: Tensor, *, mel: Tensor, label: Tensor, history: Tensor) -> TrainLosses:
         """The training terms, sharing one context: NLL, the expression term and latent consistency.
@@ -290,25 +291,13 @@ class FCG(nn.Module):
             coeffs = coeffs + self.dequantize * torch.randn_like(coeffs)
         x = self.normalize(coeffs)
         weights = label[:, : cfg.num_emotions]
-        z_e, ld_e = self.exp_flow(x[:, : cfg.num_exp], context=c)
-        z_p, ld_p = self.pose_flow(x[:, cfg.num_exp :], context=c)
-        log_prob = self.exp_prior.log_prob(z_e, weights) + ld_e + self.pose_prior.log_prob(z_p) + ld_p
-        nll = -(log_prob - torch.log(self.coeff_std).sum()) / cfg.coeff_dim
+        log_prob, z_e, _ = self._log_prob(x, c, weights)
+        nll = -log_prob / cfg.coeff_dim
         centre = weights @ self.exp_prior.means  # (B, E), differentiable
         x_e, _ = self.exp_flow.reverse(centre, context=c)
         expression = F.mse_loss(x_e, x[:, : cfg.num_exp])
         latent = ((z_e - centre) ** 2).mean()
         return TrainLosses(nll.mean(), expression, latent)
-
-    def mode(self, *, mel: Tensor, label: Tensor, history: Tensor) -> Tensor:
-        """Coefficients (B, E + 6) at the latent's centre (temperature 0), raw units. Differentiable."""
-        cfg = self.config
-        c = self.encode_context(mel, label, history)
-        z_e = self.exp_prior.sample_blended(label[:, : cfg.num_emotions], temperature=0.0)
-        z_p = torch.zeros(mel.shape[0], cfg.num_pose, device=mel.device, dtype=mel.dtype)
-        x_e, _ = self.exp_flow.reverse(z_e, context=c)
-        x_p, _ = self.pose_flow.reverse(z_p, context=c)
-        return self.denormalize(torch.cat([x_e, x_p], dim=1))
 
     # -- generation ---------------------------------------------------------------------------
     def initial_state(self) -> FCGState:

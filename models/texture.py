@@ -13,6 +13,11 @@ import numpy as np
 
 from models.rig import (
     BLENDSHAPE_NAMES,
+    EYE_LEFT_LOWER,
+    EYE_LEFT_UPPER,
+    EYE_RIGHT_LOWER,
+    EYE_RIGHT_UPPER,
+    FACE_OVAL,
     IRIS_LEFT,
     IRIS_RIGHT,
     LOWER_INNER_LIP,
@@ -229,8 +234,6 @@ class MouthLayer:
 
 def _teeth_colour(image: np.ndarray, lm: np.ndarray) -> np.ndarray:
     """Teeth white in the photo's light: the brightest white of its eyes, else of its face."""
-    from models.rig import EYE_LEFT_LOWER, EYE_LEFT_UPPER, EYE_RIGHT_LOWER, EYE_RIGHT_UPPER, FACE_OVAL
-
     h, w = image.shape[:2]
     samples = []
     for upper, lower in ((EYE_RIGHT_UPPER, EYE_RIGHT_LOWER), (EYE_LEFT_UPPER, EYE_LEFT_LOWER)):
