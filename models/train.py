@@ -13,7 +13,9 @@ import csv
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,15 +115,17 @@ def train(
     seed: int = 0,
     threads: int = 1,
     max_steps: int | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> Path:
     """Train for ``minutes`` of training time, or ``max_steps`` optimizer steps when given (the
     reproducible choice: the step count does not depend on the machine's speed). Resumes from
-    ``out/train_state.pt`` if present."""
+    ``out/train_state.pt`` if present. ``overrides``: FCGConfig fields replaced in the preset
+    (ablations, e.g. ``{"history": 5}``)."""
     from tqdm import tqdm
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    config = PRESETS[preset]
+    config = replace(PRESETS[preset], **(overrides or {}))
     train_data = prepare(data_path, config, augmented=augmented, seed=seed)
     val_data = prepare(val_path, config, augmented=0, seed=seed + 1)
     model = FCG(config)
