@@ -33,6 +33,7 @@ from models.rig import (
     mesh_triangles,
 )
 from models.texture import EyeLayer, MouthLayer
+from models.wrinkles import WrinkleLayer
 
 __all__ = ["MeshWarp", "MeshWarpConfig"]
 
@@ -46,6 +47,7 @@ class MeshWarpConfig:
     ring_follow: tuple[float, ...] = (0.8, 0.5, 0.2, 0.0)  # how much of the oval's motion each ring follows
     paint_mouth: bool = True
     paint_eyes: bool = True
+    paint_wrinkles: bool = True  # expression creases shaded into the photo (models/wrinkles.py)
 
     def __post_init__(self) -> None:
         if not 0.2 <= self.map_scale <= 1.0:
@@ -139,6 +141,9 @@ class MeshWarp:
         x1, y1 = np.ceil(outer.max(0)).astype(int)
         self._box = (max(x0, 0), max(y0, 0), min(x1, self.width), min(y1, self.height))
         self._setup_maps()
+        self.wrinkles = (
+            WrinkleLayer(self.image, src, self.rig.photo_exp) if self.config.paint_wrinkles else None
+        )
         self.mouth = MouthLayer(self.image, src, self.rig.photo_exp) if self.config.paint_mouth else None
         self.eyes = (
             [EyeLayer(self.image, src, EYE_RIGHT_UPPER, EYE_RIGHT_LOWER, IRIS_RIGHT),
@@ -161,7 +166,10 @@ class MeshWarp:
         self._full_h = by1 - by0
 
     def fitting_rig(
-        self, detect: Callable[[np.ndarray], np.ndarray], weight: float = 0.8, neutral: np.ndarray | None = None
+        self,
+        detect: Callable[[np.ndarray], np.ndarray],
+        weight: float = 0.8,
+        neutral: np.ndarray | None = None,
     ) -> Rig:
         """A rig that fits this face's rendered frames in the terms of ``detect`` (image -> (478, 3)).
 
@@ -200,7 +208,9 @@ class MeshWarp:
             raise ValueError(f"expected exp of shape ({NUM_BLENDSHAPES},), got {exp.shape}")
         pose = np.zeros(6) if pose is None else np.asarray(pose, dtype=np.float64)
         tgt, lm = self.target_vertices(exp, pose)
-        frame = self._warp(tgt, lm[:, 2])
+        # Creases are shaded into the photo before the warp, so they ride the mesh.
+        source = self.wrinkles.apply(exp) if self.wrinkles is not None else self.image
+        frame = self._warp(tgt, lm[:, 2], source)
         # Landmark motion of the shapes is relative to the photo; layers need absolute weights.
         if self.mouth is not None:
             self.mouth.paint(frame, lm, exp)
@@ -208,7 +218,7 @@ class MeshWarp:
             eye.paint(frame, lm, self.rig.iod)
         return frame
 
-    def _warp(self, tgt: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    def _warp(self, tgt: np.ndarray, depth: np.ndarray, source: np.ndarray | None = None) -> np.ndarray:
         s = self.config.map_scale
         bx0, by0, bx1, by1 = self._box
         tri = self.triangles
@@ -255,8 +265,9 @@ class MeshWarp:
             mx = cv2.resize(mx, (self._full_w, self._full_h), interpolation=cv2.INTER_LINEAR)
             my = cv2.resize(my, (self._full_w, self._full_h), interpolation=cv2.INTER_LINEAR)
         m1, m2 = cv2.convertMaps(mx, my, cv2.CV_16SC2)
-        frame = self.image.copy()
+        source = self.image if source is None else source
+        frame = source.copy()
         frame[by0:by1, bx0:bx1] = cv2.remap(
-            self.image, m1, m2, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            source, m1, m2, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
         return frame

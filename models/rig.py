@@ -694,37 +694,45 @@ def _fit_own_expression(v: np.ndarray, basis: np.ndarray) -> np.ndarray:
 
 # --- emotions ---------------------------------------------------------------------------------
 
-# Prototypes from FACS action units (EMFACS), translated to ARKit blendshapes.
+# Prototypes from FACS action units (EMFACS), translated to ARKit blendshapes and pushed towards the
+# clear, canonical expression of each emotion: with the renderer's texture layer (teeth, sclera,
+# creases) these are what people and expression classifiers read (issue 3).
 _EMOTION_PROTOTYPES: dict[str, dict[str, float]] = {
     "neutral": {},
-    # AU6 + AU12 (+ AU25 lips part)
-    "happy": {"mouthSmileLeft": 0.85, "mouthSmileRight": 0.85, "cheekSquintLeft": 0.6, "cheekSquintRight": 0.6,
-              "eyeSquintLeft": 0.35, "eyeSquintRight": 0.35, "jawOpen": 0.12, "mouthUpperUpLeft": 0.25,
-              "mouthUpperUpRight": 0.25, "mouthLowerDownLeft": 0.2, "mouthLowerDownRight": 0.2},
-    # AU1 + AU4 + AU15 (+ AU17)
-    "sad": {"browInnerUp": 0.9, "browDownLeft": 0.35, "browDownRight": 0.35, "mouthFrownLeft": 0.8,
-            "mouthFrownRight": 0.8, "mouthShrugLower": 0.4, "eyeLookDownLeft": 0.25, "eyeLookDownRight": 0.25,
-            "eyeSquintLeft": 0.15, "eyeSquintRight": 0.15},
-    # AU1 + AU2 + AU5 + AU26
-    "surprised": {"browInnerUp": 0.9, "browOuterUpLeft": 0.9, "browOuterUpRight": 0.9, "eyeWideLeft": 0.9,
-                  "eyeWideRight": 0.9, "jawOpen": 0.55, "mouthFunnel": 0.25},
-    # AU1 + AU2 + AU4 + AU5 + AU7 + AU20 + AU26
-    "fear": {"browInnerUp": 0.85, "browOuterUpLeft": 0.4, "browOuterUpRight": 0.4, "browDownLeft": 0.3,
-             "browDownRight": 0.3, "eyeWideLeft": 0.8, "eyeWideRight": 0.8, "mouthStretchLeft": 0.75,
-             "mouthStretchRight": 0.75, "jawOpen": 0.3, "mouthLowerDownLeft": 0.3, "mouthLowerDownRight": 0.3},
-    # AU4 + AU5 + AU7 + AU23 (+ AU24)
-    "angry": {"browDownLeft": 0.95, "browDownRight": 0.95, "eyeSquintLeft": 0.5, "eyeSquintRight": 0.5,
-              "eyeWideLeft": 0.25, "eyeWideRight": 0.25, "mouthPressLeft": 0.7, "mouthPressRight": 0.7,
-              "mouthRollLower": 0.3, "noseSneerLeft": 0.3, "noseSneerRight": 0.3, "mouthFrownLeft": 0.3,
-              "mouthFrownRight": 0.3},
-    # AU9 + AU10 + AU15 (+ AU17)
-    "disgusted": {"noseSneerLeft": 0.9, "noseSneerRight": 0.9, "mouthUpperUpLeft": 0.7, "mouthUpperUpRight": 0.7,
-                  "mouthFrownLeft": 0.45, "mouthFrownRight": 0.45, "browDownLeft": 0.5, "browDownRight": 0.5,
-                  "cheekSquintLeft": 0.45, "cheekSquintRight": 0.45, "eyeSquintLeft": 0.35,
-                  "eyeSquintRight": 0.35, "mouthShrugLower": 0.3},
+    # AU6 + AU12 + AU25: a broad smile showing the upper teeth, cheeks raised, eyes narrowed (Duchenne)
+    "happy": {"mouthSmileLeft": 1.0, "mouthSmileRight": 1.0, "cheekSquintLeft": 0.85, "cheekSquintRight": 0.85,
+              "eyeSquintLeft": 0.45, "eyeSquintRight": 0.45, "jawOpen": 0.22, "mouthUpperUpLeft": 0.4,
+              "mouthUpperUpRight": 0.4, "mouthLowerDownLeft": 0.35, "mouthLowerDownRight": 0.35,
+              "mouthStretchLeft": 0.2, "mouthStretchRight": 0.2, "mouthDimpleLeft": 0.2, "mouthDimpleRight": 0.2},
+    # AU1 + AU4 + AU15 + AU17: inner brows up and together, corners down, chin raised, gaze down
+    "sad": {"browInnerUp": 1.0, "browDownLeft": 0.4, "browDownRight": 0.4, "mouthFrownLeft": 1.0,
+            "mouthFrownRight": 1.0, "mouthShrugLower": 0.6, "mouthPressLeft": 0.3, "mouthPressRight": 0.3,
+            "eyeLookDownLeft": 0.3, "eyeLookDownRight": 0.3, "eyeSquintLeft": 0.2, "eyeSquintRight": 0.2,
+            "eyeBlinkLeft": 0.12, "eyeBlinkRight": 0.12},
+    # AU1 + AU2 + AU5 + AU26: brows high, eyes wide (white above the iris), jaw dropped, round mouth
+    "surprised": {"browInnerUp": 1.0, "browOuterUpLeft": 1.0, "browOuterUpRight": 1.0, "eyeWideLeft": 1.0,
+                  "eyeWideRight": 1.0, "jawOpen": 0.95, "mouthFunnel": 0.35, "mouthLowerDownLeft": 0.2,
+                  "mouthLowerDownRight": 0.2},
+    # AU1 + AU2 + AU4 + AU5 + AU20 + AU25: brows up and drawn together, eyes wide, lips stretched
+    # sideways over both rows of teeth
+    "fear": {"browInnerUp": 1.0, "browOuterUpLeft": 0.5, "browOuterUpRight": 0.5, "browDownLeft": 0.35,
+             "browDownRight": 0.35, "eyeWideLeft": 1.0, "eyeWideRight": 1.0, "mouthStretchLeft": 1.0,
+             "mouthStretchRight": 1.0, "jawOpen": 0.35, "mouthLowerDownLeft": 0.55, "mouthLowerDownRight": 0.55,
+             "mouthUpperUpLeft": 0.25, "mouthUpperUpRight": 0.25},
+    # AU4 + AU5 + AU7 + AU10 + AU25: brows down and together, glaring narrowed eyes, upper teeth bared
+    "angry": {"browDownLeft": 1.0, "browDownRight": 1.0, "eyeSquintLeft": 0.55, "eyeSquintRight": 0.55,
+              "eyeWideLeft": 0.35, "eyeWideRight": 0.35, "noseSneerLeft": 0.45, "noseSneerRight": 0.45,
+              "mouthUpperUpLeft": 0.5, "mouthUpperUpRight": 0.5, "mouthLowerDownLeft": 0.3,
+              "mouthLowerDownRight": 0.3, "mouthStretchLeft": 0.35, "mouthStretchRight": 0.35, "jawOpen": 0.08,
+              "mouthFrownLeft": 0.35, "mouthFrownRight": 0.35},
+    # AU9 + AU10 + AU15 + AU17: nose wrinkled, upper lip raised over the upper teeth, lower lip pushed up
+    "disgusted": {"noseSneerLeft": 1.0, "noseSneerRight": 1.0, "mouthUpperUpLeft": 0.95, "mouthUpperUpRight": 0.8,
+                  "mouthFrownLeft": 0.55, "mouthFrownRight": 0.55, "browDownLeft": 0.55, "browDownRight": 0.55,
+                  "cheekSquintLeft": 0.6, "cheekSquintRight": 0.6, "eyeSquintLeft": 0.5,
+                  "eyeSquintRight": 0.5, "mouthShrugLower": 0.45},
     # unilateral AU12 + AU14
-    "contempt": {"mouthSmileLeft": 0.45, "mouthDimpleLeft": 0.7, "mouthPressLeft": 0.3, "mouthLeft": 0.15,
-                 "eyeSquintLeft": 0.15, "browDownRight": 0.15},
+    "contempt": {"mouthSmileLeft": 0.6, "mouthDimpleLeft": 0.8, "mouthPressLeft": 0.3, "mouthLeft": 0.2,
+                 "eyeSquintLeft": 0.2, "browDownRight": 0.15},
 }  # fmt: skip
 
 

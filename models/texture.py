@@ -30,6 +30,8 @@ __all__ = ["EyeLayer", "MouthLayer"]
 
 _SHIFT = 4  # sub-pixel bits for OpenCV polygon drawing
 _TONGUE_OUT = BLENDSHAPE_NAMES.index("tongueOut")
+_UPPER_UP = [BLENDSHAPE_NAMES.index(n) for n in ("mouthUpperUpLeft", "mouthUpperUpRight")]
+_SNEER = [BLENDSHAPE_NAMES.index(n) for n in ("noseSneerLeft", "noseSneerRight")]
 
 
 def _poly_mask(shape: tuple[int, int], poly: np.ndarray, origin: np.ndarray) -> np.ndarray:
@@ -77,8 +79,9 @@ class MouthLayer:
         self.lip_rgb = lip_rgb
         # Teeth: white-ish, no brighter than the photo's highlights, tinted by its light.
         self.teeth_rgb = _teeth_colour(image, lm)
-        self.cavity_rgb = lip_rgb * np.array([0.3, 0.16, 0.15])
-        self.tongue_rgb = np.clip(lip_rgb * np.array([0.95, 0.62, 0.62]) + np.array([15.0, 0.0, 0.0]), 0, 255)
+        self.cavity_rgb = lip_rgb * np.array([0.3, 0.14, 0.13])
+        self.tongue_rgb = np.clip(lip_rgb * np.array([0.85, 0.5, 0.52]), 0, 255)
+        self.gum_rgb = np.clip(lip_rgb * np.array([1.0, 0.72, 0.72]) + np.array([12.0, 0.0, 0.0]), 0, 255)
         gap = (lm[list(LOWER_INNER_LIP[1:-1]), 1] - lm[list(UPPER_INNER_LIP[1:-1]), 1]).max() / iod
         self.uses_photo_teeth = bool(gap > 0.06)
         self.upper_tex, self.lower_tex = self._synth_textures()
@@ -95,37 +98,32 @@ class MouthLayer:
         v = (np.arange(h) + 0.5) / h * self.V_MAX
         uu, vv = np.meshgrid(u, v)
         rng = np.random.default_rng(7)
-        grain = rng.normal(0.0, 3.0, (h, w, 1)).astype(np.float32)
-        # Upper teeth: a curved row, incisors widest, foreshortened and darker towards corners.
-        x = (uu - 0.5) * 2.0  # -1 .. 1
-        edges = np.array([0.0, 0.16, 0.3, 0.42, 0.52, 0.61, 0.69])  # tooth boundaries in |x|
+        grain = cv2.GaussianBlur(rng.normal(0.0, 4.0, (h, w)).astype(np.float32), (0, 0), 0.7)[..., None]
+        x = (uu - 0.5) * 2.0  # -1 .. 1 across the mouth
         ax = np.abs(x)
-        tooth_len = np.interp(ax, [0.0, 0.35, 0.6, 0.8], [0.13, 0.12, 0.1, 0.08])
-        k = np.clip(np.searchsorted(edges, ax) - 1, 0, len(edges) - 2)
-        lo, hi = edges[k], edges[k + 1]
-        pos = (ax - lo) / (hi - lo)
-        sep = np.clip(np.minimum(pos, 1 - pos) * 6.0, 0.0, 1.0) ** 0.5  # gaps between teeth
-        tip = np.clip((tooth_len - vv) / 0.015, 0.0, 1.0)  # rounded biting edge
-        inside = (ax < edges[-1]).astype(np.float32)
-        shade = np.interp(ax, [0.0, 0.5, 0.7], [1.0, 0.8, 0.55])[..., None]
-        upper = np.empty((h, w, 4), dtype=np.float32)
-        upper[..., :3] = self.teeth_rgb * shade * (0.86 + 0.14 * sep[..., None]) + grain
-        # Shadow of the upper lip on the teeth.
-        upper[..., :3] *= np.clip(0.55 + vv / 0.03, 0.55, 1.0)[..., None]
-        upper[..., 3] = tip * inside
-        # Lower layer: the tongue at the back, lower incisors in front of it.
-        lower = np.empty((h, w, 4), dtype=np.float32)
-        tongue_h = 0.13 * np.sqrt(np.clip(1.0 - (x / 0.8) ** 2, 0.0, 1.0))
+        upper = np.zeros((h, w, 4), dtype=np.float32)
+        tooth, alpha = _tooth_row(ax, vv, _UPPER_EDGES, _UPPER_LEN)
+        # Each tooth is lit in the middle and rounds off to its sides; the row darkens into the
+        # corners of the mouth (the cheeks shade it); a thin translucent biting edge.
+        shade = np.interp(ax, [0.0, 0.45, 0.8], [1.0, 0.86, 0.5])
+        tip = np.clip((_interp_len(ax, _UPPER_LEN) - vv) / 0.03, 0.0, 1.0)
+        body = shade * tooth * (0.9 + 0.1 * tip)
+        upper[..., :3] = self.teeth_rgb * body[..., None] + grain
+        # The upper lip's shadow falls on the top of the teeth.
+        upper[..., :3] *= np.clip(0.62 + vv / 0.045, 0.62, 1.0)[..., None]
+        upper[..., 3] = alpha
+        # Lower layer: the tongue low at the back, the lower incisors in front of it.
+        lower = np.zeros((h, w, 4), dtype=np.float32)
+        tongue_h = 0.1 * np.sqrt(np.clip(1.0 - (x / 0.75) ** 2, 0.0, 1.0))
         tongue = np.clip((tongue_h - vv) / 0.02, 0.0, 1.0)
-        lower[..., :3] = self.tongue_rgb * (0.65 + 0.35 * np.clip(vv / 0.13, 0, 1))[..., None] + grain
-        lower[..., 3] = tongue * 0.9
-        lt_len = np.interp(ax, [0.0, 0.3, 0.5], [0.065, 0.055, 0.0])
-        lteeth = np.clip((lt_len - vv) / 0.012, 0.0, 1.0) * (ax < 0.5)
-        lsep = np.clip(np.minimum((ax * 8) % 1, 1 - (ax * 8) % 1) * 6.0, 0, 1) ** 0.5
-        lt_rgb = self.teeth_rgb * 0.8 * (0.88 + 0.12 * lsep[..., None])
-        a = lteeth[..., None]
+        lower[..., :3] = self.tongue_rgb * (0.45 + 0.4 * np.clip(vv / 0.1, 0, 1))[..., None] + grain
+        lower[..., 3] = tongue * 0.85
+        lt, lt_alpha = _tooth_row(ax, vv, _LOWER_EDGES, _LOWER_LEN)
+        lt_rgb = self.teeth_rgb[None, None] * (0.82 * lt * np.interp(ax, [0.0, 0.5], [1.0, 0.75]))[..., None]
+        lt_rgb = lt_rgb * np.clip(0.7 + vv / 0.04, 0.7, 1.0)[..., None] + grain
+        a = lt_alpha[..., None]
         lower[..., :3] = lower[..., :3] * (1 - a) + lt_rgb * a
-        lower[..., 3] = np.maximum(lower[..., 3], lteeth)
+        lower[..., 3] = np.maximum(lower[..., 3], lt_alpha)
         return upper, lower
 
     def _take_photo_teeth(self, image: np.ndarray, lm: np.ndarray, iod: float, gap: float) -> None:
@@ -186,13 +184,23 @@ class MouthLayer:
         v_lo = np.maximum(b_lo - b, 0.0) / iod
         opening = np.maximum(b_lo - b_up, 1e-3) / iod
         sx = (u * (self.TEX_W - 1)).astype(np.float32)
-        up_rgba = _sample(self.upper_tex, sx, v_up, self.V_MAX, self.TEX_H)
+        # A raised upper lip (snarl, disgust) bares the gums above the teeth: the teeth stay on the skull.
+        gum = 0.07 * float(exp[_UPPER_UP].mean()) + 0.02 * float(exp[_SNEER].mean()) - 0.012
+        up_rgba = _sample(self.upper_tex, sx, v_up - max(gum, 0.0), self.V_MAX, self.TEX_H)
+        if gum > 0.0:
+            band = np.clip((gum - v_up) / 0.008, 0.0, 1.0) * np.clip((0.78 - np.abs(2 * u - 1)) / 0.05, 0, 1)
+            shade = np.clip(0.7 + v_up / max(gum, 1e-3) * 0.3, 0.7, 1.0)
+            gum_rgb = self.gum_rgb * shade[..., None]
+            up_rgba = (
+                up_rgba * (1 - band[..., None])
+                + np.concatenate([gum_rgb, np.ones_like(band)[..., None]], -1) * band[..., None]
+            )
         lo_rgba = _sample(self.lower_tex, sx, v_lo, self.V_MAX, self.TEX_H)
         # The cavity darkens towards its middle and with a wider opening (deeper throat).
         depth = np.clip(np.minimum(v_up, v_lo) / np.maximum(opening * 0.5, 1e-3), 0.0, 1.0)
         cav = (
             self.cavity_rgb
-            * (1.0 - 0.45 * depth)[..., None]
+            * (1.0 - 0.6 * depth)[..., None]
             * (1.0 - 0.25 * np.clip(opening / 0.4, 0, 1))[..., None]
         )
         tongue_out = float(exp[_TONGUE_OUT])
@@ -212,7 +220,8 @@ class MouthLayer:
         """Where the lips meet, a soft anti-aliased seam in the lips' shadow colour hides the
         stair-stepped line the warp leaves along the collapsed opening."""
         mid = 0.5 * (up + lo)
-        closed = np.clip(1.5 - np.abs(lo[:, 1] - up[:, 1]), 0.0, 1.0)
+        # Lips pressed past each other (negative gap) are closed too.
+        closed = np.clip(1.5 - (lo[:, 1] - up[:, 1]), 0.0, 1.0)
         if closed.max() <= 0.0:
             return
         x0, y0, x1, y1 = _box(mid, 3, frame.shape[1], frame.shape[0])
@@ -230,6 +239,34 @@ class MouthLayer:
             a = (cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 0.6) * weight * alpha)[..., None]
             region = region * (1 - a) + rgb * a
         frame[y0:y1, x0:x1] = np.clip(region, 0, 255).astype(np.uint8)
+
+
+# Tooth boundaries across the mouth (|x|, corner-to-corner in -1..1) and crown lengths (IOD) for
+# the upper row (incisors, laterals, canines, premolars) and the lower row.
+_UPPER_EDGES = (0.0, 0.15, 0.28, 0.4, 0.5, 0.59, 0.67, 0.75)
+_UPPER_LEN = ((0.0, 0.3, 0.42, 0.5, 0.75), (0.15, 0.135, 0.14, 0.12, 0.09))
+_LOWER_EDGES = (0.0, 0.1, 0.2, 0.31, 0.41, 0.5)
+_LOWER_LEN = ((0.0, 0.3, 0.5), (0.075, 0.07, 0.05))
+
+
+def _interp_len(ax: np.ndarray, table: tuple[tuple[float, ...], tuple[float, ...]]) -> np.ndarray:
+    return np.interp(ax, table[0], table[1])
+
+
+def _tooth_row(
+    ax: np.ndarray, vv: np.ndarray, edges: tuple[float, ...], lengths: tuple[tuple[float, ...], ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Brightness (rounded across each tooth, dark narrow gaps) and alpha (rounded biting edges)
+    of a row of teeth hanging from v = 0, at |x| = ax across the mouth and depth vv (IOD)."""
+    e = np.asarray(edges)
+    k = np.clip(np.searchsorted(e, ax) - 1, 0, len(e) - 2)
+    pos = (ax - e[k]) / (e[k + 1] - e[k])  # 0..1 across the tooth
+    c = 2.0 * pos - 1.0
+    gap = np.clip((1.0 - np.abs(c)) / 0.1, 0.0, 1.0) ** 0.6
+    bright = (1.0 - 0.18 * c**4) * (0.7 + 0.3 * gap)
+    length = _interp_len(ax, lengths) * (1.0 - 0.3 * c**8)  # corners of each crown rounded
+    alpha = np.clip((length - vv) / 0.012, 0.0, 1.0) * np.clip((e[-1] - ax) / 0.02, 0.0, 1.0)
+    return bright, alpha
 
 
 def _teeth_colour(image: np.ndarray, lm: np.ndarray) -> np.ndarray:
@@ -250,13 +287,19 @@ def _teeth_colour(image: np.ndarray, lm: np.ndarray) -> np.ndarray:
         x0, y0, x1, y1 = _box(poly, 0, w, h)
         mask = _poly_mask((y1 - y0, x1 - x0), poly, np.array([x0, y0], dtype=np.float64)) > 0.5
         white = np.percentile(image[y0:y1, x0:x1][mask].astype(np.float32), 97, axis=0)
-    # Teeth are ivory: take the light's brightness and only a quarter of its tint (eye whites
-    # are often pink or shadowed), and never darker than a light grey.
+    # Teeth are ivory: take the light's brightness and only a fifth of its tint (eye whites are
+    # often pink or shadowed); always clearly brighter than the face's skin, never grey.
+    poly = lm[list(FACE_OVAL), :2]
+    x0, y0, x1, y1 = _box(poly, 0, w, h)
+    mask = _poly_mask((y1 - y0, x1 - x0), poly, np.array([x0, y0], dtype=np.float64)) > 0.5
+    skin_luma = float(
+        np.median(image[y0:y1, x0:x1][mask].astype(np.float32) @ np.array([0.299, 0.587, 0.114]))
+    )
     luma = max(float(white @ np.array([0.299, 0.587, 0.114])), 1.0)
     tint = white / luma
     ivory = np.array([1.0, 0.97, 0.88])
-    colour = max(luma, 175.0) * (0.75 * ivory + 0.25 * tint)
-    return np.clip(colour, 0, 240)
+    bright = float(np.clip(max(luma, 1.2 * skin_luma, 205.0), 0.0, 238.0))
+    return np.clip(bright * (0.8 * ivory + 0.2 * tint), 0, 245)
 
 
 def _sample(tex: np.ndarray, sx: np.ndarray, v: np.ndarray, v_max: float, tex_h: int) -> np.ndarray:
@@ -316,6 +359,16 @@ class EyeLayer:
         disc = (dist < radius + 1.5).astype(np.uint8)
         # Sclera: the photo's eye with the iris painted out (keeps lid shadows and colour).
         self.sclera = cv2.inpaint(patch, disc * 255, 3, cv2.INPAINT_TELEA)
+        # Beyond the photo's own lids lies more eyeball, shown when the eyes widen: continue the
+        # white there (a little shadowed), not the lid skin the photo has in that place.
+        inner = cv2.erode((opening > 0.5).astype(np.uint8), np.ones((3, 3), np.uint8))
+        white = inner.astype(bool) & (dist > radius + 1.5)
+        if white.sum() >= 5:
+            px = self.sclera[white].astype(np.float32)
+            luma = px @ np.array([0.299, 0.587, 0.114])
+            sclera_rgb = np.percentile(px, 70, axis=0)
+            beyond = cv2.GaussianBlur(1.0 - inner.astype(np.float32), (0, 0), 1.0)[..., None]
+            self.sclera = (self.sclera * (1 - beyond) + sclera_rgb * beyond).astype(np.uint8)
         # Iris: visible pixels of the disc; the part hidden under the lids takes their median.
         visible = (opening > 0.5) & (dist < radius)
         iris_rgb = patch.astype(np.float32)
@@ -385,10 +438,28 @@ class EyeLayer:
             self.iris_rgb, mi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
         ia = cv2.warpAffine(self.iris_alpha, mi, size, flags=cv2.INTER_LINEAR, borderValue=0)[..., None]
-        eye = sclera.astype(np.float32) * (1 - ia) + iris * ia
+        sclera = sclera.astype(np.float32)
+        # A widened eye: the newly bared white is shaded towards the lids (the ball is round, the
+        # lids cast shadow) and the upper lid keeps a lash line.
+        up_t = lm[list(self.upper), :2]
+        up_open = (self.src_upper - self.origin) @ m[:, :2].T + m[:, 2] + origin
+        eye_h = max(float(np.linalg.norm(self.src_corners[1] - self.src_corners[0])) * 0.3, 1.0)
+        lift = float(np.clip((up_open[1:-1, 1] - up_t[1:-1, 1]).max() / eye_h, 0.0, 1.0))
+        if lift > 0.05:
+            k = min(1.0, (lift - 0.05) / 0.3)
+            rim = cv2.GaussianBlur(mask, (0, 0), max(0.25 * eye_h, 0.8))
+            sclera *= (1.0 - 0.3 * k * (1.0 - rim))[..., None]
+        eye = sclera * (1 - ia) + iris * ia
         region = frame[y0:y1, x0:x1].astype(np.float32)
         mm = mask[..., None]
-        frame[y0:y1, x0:x1] = np.clip(region * (1 - mm) + eye * mm, 0, 255).astype(np.uint8)
+        out = region * (1 - mm) + eye * mm
+        if lift > 0.05:
+            lash = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+            pts = np.round((up_t[1:-1] - origin) * (1 << _SHIFT)).astype(np.int32)
+            cv2.polylines(lash, [pts], False, 255, max(int(round(0.07 * eye_h)), 1), cv2.LINE_AA, _SHIFT)
+            a = (cv2.GaussianBlur(lash.astype(np.float32) / 255.0, (0, 0), 0.6) * 0.6 * k)[..., None]
+            out = out * (1 - a) + self.lash_rgb * a
+        frame[y0:y1, x0:x1] = np.clip(out, 0, 255).astype(np.uint8)
 
     def _paint_lid(self, frame: np.ndarray, lm: np.ndarray, m: np.ndarray, origin: np.ndarray) -> None:
         """Where the upper lid came down, paint smooth lid skin over the stretched warp and a lash line."""

@@ -1,0 +1,440 @@
+"""Expression wrinkle maps: creases that deepen the photo's own skin shading, blended by blendshape weight.
+
+As in game character rendering (wrinkle maps driven by blendshape weights), each crease group is a
+luminance gain field laid out once on the source photo from its landmarks: forehead lines, vertical
+lines between the brows, crow's feet, lower-lid bunching, nasolabial folds and nose wrinkles. Per
+frame the fields are weighted by the frame's blendshapes and multiply the photo's luminance *before*
+the warp, so they ride the face mesh and keep the skin's own colour and grain. Each field has two
+parts: a synthesized groove (a soft dark line with a lit ridge beside it) and the photo's own
+high-pass shading along the crease direction, amplified (or, where the photo's expression already
+made the crease and the frame relaxes it, smoothed away). A landmark-and-colour skin mask keeps
+glasses, hair and brows out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from models.rig import (
+    BLENDSHAPE_NAMES,
+    BROW_LEFT,
+    BROW_RIGHT,
+    EYE_LEFT_LOWER,
+    EYE_LEFT_UPPER,
+    EYE_RIGHT_LOWER,
+    EYE_RIGHT_UPPER,
+    FACE_OVAL,
+    IRIS_LEFT,
+    IRIS_RIGHT,
+    LOWER_OUTER_LIP,
+    UPPER_OUTER_LIP,
+)
+
+__all__ = ["WRINKLE_DRIVERS", "WrinkleLayer"]
+
+_IDX = {n: i for i, n in enumerate(BLENDSHAPE_NAMES)}
+
+# Which blendshapes deepen each crease group (weights summed, then clipped to [0, 1]).
+# "L" is the subject's left (image right), as in the blendshape names.
+WRINKLE_DRIVERS: dict[str, dict[str, float]] = {
+    "forehead_centre": {"browInnerUp": 1.0},
+    "forehead_L": {"browOuterUpLeft": 1.0, "browInnerUp": 0.35},
+    "forehead_R": {"browOuterUpRight": 1.0, "browInnerUp": 0.35},
+    "glabella_L": {"browDownLeft": 1.0, "noseSneerLeft": 0.3},
+    "glabella_R": {"browDownRight": 1.0, "noseSneerRight": 0.3},
+    "crows_L": {"cheekSquintLeft": 0.8, "eyeSquintLeft": 0.5, "mouthSmileLeft": 0.3},
+    "crows_R": {"cheekSquintRight": 0.8, "eyeSquintRight": 0.5, "mouthSmileRight": 0.3},
+    "lowerlid_L": {"cheekSquintLeft": 0.7, "eyeSquintLeft": 0.6},
+    "lowerlid_R": {"cheekSquintRight": 0.7, "eyeSquintRight": 0.6},
+    "nasolabial_L": {"mouthSmileLeft": 1.0, "mouthUpperUpLeft": 0.4, "noseSneerLeft": 0.4},
+    "nasolabial_R": {"mouthSmileRight": 1.0, "mouthUpperUpRight": 0.4, "noseSneerRight": 0.4},
+    "nose_L": {"noseSneerLeft": 1.0},
+    "nose_R": {"noseSneerRight": 1.0},
+}
+
+_OWN_GAIN = 1.2  # how much of the photo's own crease shading is added at full weight
+_MIN_WEIGHT = 1e-3
+
+
+@dataclass(frozen=True)
+class _Crease:
+    """One crease group: gain fields over a box of the source image (y0:y1, x0:x1)."""
+
+    name: str
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1
+    synth: np.ndarray  # (h, w) float32 relative luminance change per unit weight (grooves, ridges)
+    own: np.ndarray  # (h, w) float32 the photo's own relative crease shading in this group's region
+    drivers: np.ndarray  # (52,) weights
+    photo_weight: float  # the driver weight of the photo's own expression
+
+
+class _Frame:
+    """The face's 2D frame: u along the eyes (image right), v down, in IOD units from the eye midpoint."""
+
+    def __init__(self, lm: np.ndarray) -> None:
+        r, l_ = lm[IRIS_RIGHT[0], :2], lm[IRIS_LEFT[0], :2]
+        self.centre = 0.5 * (r + l_)
+        self.iod = float(np.linalg.norm(l_ - r))
+        ex = (l_ - r) / self.iod
+        self.axes = np.array([ex, [-ex[1], ex[0]]])  # rows: u, v directions in pixels
+        self.uv = self.to_uv(lm[:, :2])
+
+    def to_uv(self, px: np.ndarray) -> np.ndarray:
+        return (px - self.centre) @ self.axes.T / self.iod
+
+    def to_px(self, uv: np.ndarray) -> np.ndarray:
+        return self.centre + (uv * self.iod) @ self.axes
+
+
+def _bezier(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, n: int = 16) -> np.ndarray:
+    t = np.linspace(0.0, 1.0, n)[:, None]
+    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
+
+
+class _Canvas:
+    """Draws soft lines into a float field over the face box (pixels of the source image)."""
+
+    def __init__(self, box: tuple[int, int, int, int], frame: _Frame) -> None:
+        self.box = box
+        self.frame = frame
+        x0, y0, x1, y1 = box
+        self.shape = (y1 - y0, x1 - x0)
+
+    def line(
+        self, uv: np.ndarray, sigma_iod: float, taper: float = 0.25, strength: float = 1.0
+    ) -> np.ndarray:
+        """A soft line of Gaussian profile (peak ~strength) along a polyline in face coordinates.
+
+        The line fades in and out over ``taper`` of its length at both ends.
+        """
+        x0, y0, _, _ = self.box
+        pts = self.frame.to_px(uv) - [x0, y0]
+        n = len(pts)
+        t = np.linspace(0.0, 1.0, n)
+        fade = np.clip(np.minimum(t, 1.0 - t) / max(taper, 1e-6), 0.0, 1.0) ** 0.7
+        canvas = np.zeros(self.shape, dtype=np.float32)
+        shift = 4
+        ip = np.round(pts * (1 << shift)).astype(np.int32)
+        for k in range(n - 1):
+            c = float(0.5 * (fade[k] + fade[k + 1]))
+            if c > 0.0:
+                cv2.line(canvas, tuple(ip[k]), tuple(ip[k + 1]), c, 1, cv2.LINE_AA, shift)
+        sigma = max(sigma_iod * self.frame.iod, 0.5)
+        canvas = cv2.GaussianBlur(canvas, (0, 0), sigma)
+        return canvas * (np.sqrt(2.0 * np.pi) * sigma * strength)
+
+    def groove(
+        self,
+        uv: np.ndarray,
+        sigma_iod: float,
+        depth: float,
+        ridge: float,
+        ridge_side: np.ndarray,
+        taper: float,
+    ) -> np.ndarray:
+        """A crease: a dark groove plus a lit ridge offset to one side (unit vector in uv)."""
+        out = -depth * self.line(uv, sigma_iod, taper)
+        if ridge > 0.0:
+            out += ridge * self.line(uv + ridge_side * 2.2 * sigma_iod, 1.8 * sigma_iod, taper)
+        return out
+
+
+class WrinkleLayer:
+    """Blendshape-driven wrinkle shading for one photo.
+
+    Args:
+        image: (H, W, 3) uint8 RGB source photo.
+        landmarks: (478, 3) its landmarks in pixels.
+        photo_exp: (52,) the photo's own fitted expression (Rig.photo_exp); creases it already shows
+            are deepened only by what a frame adds, and smoothed when a frame relaxes them.
+    """
+
+    def __init__(self, image: np.ndarray, landmarks: np.ndarray, photo_exp: np.ndarray) -> None:
+        lm = np.asarray(landmarks, dtype=np.float64)
+        self.image = image
+        h, w = image.shape[:2]
+        fr = _Frame(lm)
+        self.iod = fr.iod
+        oval = lm[list(FACE_OVAL), :2]
+        pad = int(0.1 * fr.iod)
+        x0, y0 = np.maximum(np.floor(oval.min(0)).astype(int) - pad, 0)
+        x1, y1 = np.minimum(np.ceil(oval.max(0)).astype(int) + pad + 1, [w, h])
+        box = (int(x0), int(y0), int(x1), int(y1))
+        self.box = box
+        patch = image[y0:y1, x0:x1]
+        self.skin = skin_mask(image, lm, box)
+        luma = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY).astype(np.float32) + 1.0
+        canvas = _Canvas(box, fr)
+        photo_exp = np.asarray(photo_exp, dtype=np.float64)
+        self.creases: list[_Crease] = []
+        for name, (synth, own_dir, region) in _layout(canvas, fr, lm).items():
+            own = _own_shading(luma, own_dir, fr.iod) * region
+            drivers = np.zeros(len(BLENDSHAPE_NAMES))
+            for n, wgt in WRINKLE_DRIVERS[name].items():
+                drivers[_IDX[n]] = wgt
+            field_s = synth * self.skin
+            field_o = own * self.skin
+            # Crop to where the fields are non-zero (most are small next to the face box).
+            nz = np.abs(field_s) + np.abs(field_o) > 1e-3
+            if not nz.any():
+                continue
+            ys, xs = np.nonzero(nz)
+            cy0, cy1, cx0, cx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+            self.creases.append(
+                _Crease(
+                    name=name,
+                    box=(x0 + cx0, y0 + cy0, x0 + cx1, y0 + cy1),
+                    synth=np.ascontiguousarray(field_s[cy0:cy1, cx0:cx1]),
+                    own=np.ascontiguousarray(field_o[cy0:cy1, cx0:cx1]),
+                    drivers=drivers,
+                    photo_weight=float(np.clip(drivers @ photo_exp, 0.0, 1.0)),
+                )
+            )
+
+    def weights(self, exp: np.ndarray) -> dict[str, tuple[float, float]]:
+        """Per crease group: (synthesized groove weight in [0, 1], own-shading weight in [-1, 1])."""
+        exp = np.asarray(exp, dtype=np.float64)
+        out = {}
+        for c in self.creases:
+            w = float(np.clip(c.drivers @ exp, 0.0, 1.0))
+            out[c.name] = (max(w - c.photo_weight, 0.0), w - c.photo_weight)
+        return out
+
+    def gain(self, exp: np.ndarray) -> np.ndarray | None:
+        """Luminance gain minus one over the face box, (h, w) float32; None when every weight is zero."""
+        x0, y0, x1, y1 = self.box
+        field = None
+        for c in self.creases:
+            w = float(np.clip(c.drivers @ exp, 0.0, 1.0))
+            w_synth = max(w - c.photo_weight, 0.0)
+            # Relaxing a crease the photo shows smooths it away faster than it came (a half-relaxed
+            # smile already loses most of its fold).
+            w_own = float(
+                np.clip((w - c.photo_weight) * (_OWN_GAIN if w > c.photo_weight else 2.0), -1.0, 1.0)
+            )
+            if w_synth < _MIN_WEIGHT and abs(w_own) < _MIN_WEIGHT:
+                continue
+            if field is None:
+                field = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
+            cx0, cy0, cx1, cy1 = c.box
+            sub = field[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+            if w_synth >= _MIN_WEIGHT:
+                sub += np.float32(w_synth) * c.synth
+            if abs(w_own) >= _MIN_WEIGHT:
+                sub += np.float32(w_own) * c.own
+        return field
+
+    def apply(self, exp: np.ndarray) -> np.ndarray:
+        """The source photo with this frame's creases shaded in (the photo itself when none are on)."""
+        field = self.gain(np.asarray(exp, dtype=np.float64))
+        if field is None:
+            return self.image
+        x0, y0, x1, y1 = self.box
+        out = self.image.copy()
+        g = np.clip(1.0 + field, 0.4, 1.6)[..., None]
+        out[y0:y1, x0:x1] = np.clip(self.image[y0:y1, x0:x1] * g, 0, 255).astype(np.uint8)
+        return out
+
+
+def _own_shading(luma: np.ndarray, direction: str, iod: float) -> np.ndarray:
+    """The photo's own crease shading: relative high-pass, smoothed along the crease direction.
+
+    Dark creases count fully, bright detail (specular, freckle gaps) a little, and isolated dots
+    (freckles, pores) are averaged away by the smoothing along the crease.
+    """
+    base = cv2.GaussianBlur(luma, (0, 0), max(0.05 * iod, 1.0))
+    hp = luma / base - 1.0
+    along = max(0.05 * iod, 1.0)
+    across = 0.6
+    if direction == "h":
+        hp = cv2.GaussianBlur(hp, (0, 0), sigmaX=along, sigmaY=across)
+    elif direction == "v":
+        hp = cv2.GaussianBlur(hp, (0, 0), sigmaX=across, sigmaY=along)
+    else:
+        hp = cv2.GaussianBlur(hp, (0, 0), 0.5 * along)
+    return np.where(hp < 0.0, hp, 0.3 * hp).clip(-0.3, 0.1).astype(np.float32)
+
+
+def _soft_region(canvas: _Canvas, fr: _Frame, poly_uv: np.ndarray, feather_iod: float) -> np.ndarray:
+    x0, y0, _, _ = canvas.box
+    pts = np.round((fr.to_px(poly_uv) - [x0, y0]) * 16).astype(np.int32)
+    m = np.zeros(canvas.shape, dtype=np.float32)
+    cv2.fillPoly(m, [pts], 1.0, cv2.LINE_AA, 4)
+    return cv2.GaussianBlur(m, (0, 0), max(feather_iod * fr.iod, 0.5))
+
+
+def _layout(canvas: _Canvas, fr: _Frame, lm: np.ndarray) -> dict[str, tuple[np.ndarray, str, np.ndarray]]:
+    """Every crease group: (synthesized field, own-shading direction, region where own shading counts)."""
+    uv = fr.uv
+    out: dict[str, tuple[np.ndarray, str, np.ndarray]] = {}
+    up = np.array([0.0, -1.0])
+    down = np.array([0.0, 1.0])
+    rng = np.random.default_rng(3)
+
+    # Forehead: lines following the brows' arch between the brows and the top of the face.
+    brow_top = np.concatenate([uv[list(BROW_RIGHT[:5])], uv[list(BROW_LEFT[:5])]])
+    brow_top = brow_top[np.argsort(brow_top[:, 0])]
+    top_ids = (54, 103, 67, 109, 10, 338, 297, 332, 284)
+    top = uv[list(top_ids)]
+    top = top[np.argsort(top[:, 0])]
+    half = 0.5 * float(brow_top[-1, 0] - brow_top[0, 0])
+    us = np.linspace(-half * 1.05, half * 1.05, 40)
+    yb = np.interp(us, brow_top[:, 0], brow_top[:, 1])
+    yb = np.minimum(yb, np.interp(0.0, brow_top[:, 0], brow_top[:, 1]))  # level over the glabella
+    yt = np.interp(us, top[:, 0], top[:, 1])
+    lines = np.zeros(canvas.shape, dtype=np.float32)
+    for t in (0.2, 0.36, 0.52, 0.68):
+        wave = 0.012 * np.sin(us * rng.uniform(5, 9) + rng.uniform(0, 6))
+        vline = yb + t * (yt - yb) + wave
+        # Real forehead lines are broken and vary in depth along their length.
+        amp = 0.75 + 0.25 * np.sin(us * rng.uniform(4, 7) + rng.uniform(0, 6))
+        for a, b in ((0, 20), (18, 40)):
+            seg = np.stack([us[a:b], vline[a:b]], axis=1)
+            lines += float(amp[a:b].mean()) * canvas.groove(seg, 0.011, 0.2, 0.07, down, 0.3)
+    forehead_poly = np.concatenate([np.stack([us, yb - 0.06], 1), np.stack([us, yt + 0.02], 1)[::-1]])
+    forehead = _soft_region(canvas, fr, forehead_poly, 0.04)
+    u_px = _u_field(canvas, fr)
+    centre = np.exp(-((u_px / 0.32) ** 2))
+    side_l = np.clip((u_px - 0.05) / 0.25, 0.0, 1.0)
+    side_r = np.clip((-u_px - 0.05) / 0.25, 0.0, 1.0)
+    out["forehead_centre"] = (lines * centre * forehead, "h", forehead * centre)
+    out["forehead_L"] = (lines * side_l * forehead, "h", forehead * side_l)
+    out["forehead_R"] = (lines * side_r * forehead, "h", forehead * side_r)
+
+    # Between the brows: vertical lines from the brow heads up (corrugator), one horizontal
+    # fold across the root of the nose (procerus).
+    v_inner_lo = float(np.mean(uv[[55, 285], 1]))
+    v_inner_up = float(np.mean(uv[[107, 336], 1]))
+    u_inner = 0.5 * float(uv[285, 0] - uv[55, 0])
+    for sign, name in ((1.0, "glabella_L"), (-1.0, "glabella_R")):
+        g = np.zeros(canvas.shape, dtype=np.float32)
+        for du, depth, sigma in ((0.42, 0.24, 0.016), (0.85, 0.12, 0.014)):
+            x = sign * u_inner * du
+            seg = _bezier(
+                np.array([x, v_inner_lo + 0.02]),
+                np.array([x * 1.08, 0.5 * (v_inner_lo + v_inner_up) - 0.04]),
+                np.array([x * 0.85, v_inner_up - 0.12]),
+                10,
+            )
+            g += canvas.groove(seg, sigma, depth, 0.08, np.array([sign, 0.0]), 0.35)
+        root = np.stack([np.linspace(0.0, sign * u_inner * 0.6, 6), np.full(6, uv[168, 1] - 0.02)], 1)
+        g += canvas.groove(root, 0.012, 0.12, 0.05, down, 0.5)
+        poly = np.array([[0.0, v_inner_up - 0.3], [sign * u_inner * 1.1, v_inner_up - 0.3],
+                         [sign * u_inner * 1.1, uv[168, 1] + 0.06], [0.0, uv[168, 1] + 0.06]])  # fmt: skip
+        out[name] = (g, "v", _soft_region(canvas, fr, poly, 0.03))
+
+    # Eyes: crow's feet fanning from the outer corners; a fold under the bunched lower lid.
+    for sign, name, corner, lower in ((1.0, "L", 263, EYE_LEFT_LOWER), (-1.0, "R", 33, EYE_RIGHT_LOWER)):
+        c = uv[corner]
+        g = np.zeros(canvas.shape, dtype=np.float32)
+        for ang, length, depth in (
+            (-0.45, 0.16, 0.16),
+            (-0.1, 0.2, 0.22),
+            (0.25, 0.2, 0.22),
+            (0.6, 0.15, 0.15),
+        ):
+            d = np.array([sign * np.cos(ang), np.sin(ang)])
+            bend = np.array([0.0, 0.02])
+            seg = _bezier(c + d * 0.07, c + d * (0.07 + length / 2) + bend, c + d * (0.07 + length), 8)
+            g += canvas.groove(seg, 0.009, depth, 0.06, np.array([-d[1], d[0]]) * sign, 0.35)
+        fan = np.array(
+            [
+                c + [sign * 0.03, -0.12],
+                c + [sign * 0.32, -0.14],
+                c + [sign * 0.32, 0.2],
+                c + [sign * 0.03, 0.1],
+            ]
+        )
+        out[f"crows_{name}"] = (g, "d", _soft_region(canvas, fr, fan, 0.03))
+        lid = uv[list(lower)]
+        lid = lid[np.argsort(sign * lid[:, 0])]  # inner -> outer
+        fold = lid[2:-1] + [0.0, 0.1]
+        g = canvas.groove(fold, 0.011, 0.2, 0.1, up, 0.35)
+        region = np.concatenate([lid[1:] + [0.0, 0.03], (lid[1:] + [0.0, 0.18])[::-1]])
+        out[f"lowerlid_{name}"] = (g, "h", _soft_region(canvas, fr, region, 0.03))
+
+    # Nasolabial folds: from the nose wing to beside the mouth corner, bowed outwards; the cheek
+    # on their outer side catches the light.
+    for sign, name, ala, corner in ((1.0, "L", 358, 291), (-1.0, "R", 129, 61)):
+        a = uv[ala] + [sign * 0.04, -0.02]
+        m = uv[corner] + [sign * 0.1, 0.08]
+        mid = 0.5 * (a + m) + [sign * 0.07, 0.0]
+        seg = _bezier(a, mid, m, 14)
+        g = canvas.groove(seg, 0.016, 0.26, 0.12, np.array([sign, -0.3]), 0.2)
+        region = np.concatenate([seg + [-sign * 0.05, 0.0], (seg + [sign * 0.1, 0.0])[::-1]])
+        out[f"nasolabial_{name}"] = (g, "d", _soft_region(canvas, fr, region, 0.03))
+
+    # Nose wrinkles: short oblique lines on each side of the nasal bridge.
+    for sign, name in ((1.0, "L"), (-1.0, "R")):
+        g = np.zeros(canvas.shape, dtype=np.float32)
+        v6 = float(uv[6, 1])
+        for k, dv in enumerate((-0.04, 0.02, 0.08)):
+            p0 = np.array([sign * 0.02, v6 + dv])
+            p1 = np.array([sign * 0.15, v6 + dv + 0.07])
+            seg = np.stack([np.linspace(p0[0], p1[0], 6), np.linspace(p0[1], p1[1], 6)], 1)
+            g += canvas.groove(seg, 0.009, 0.2 - 0.03 * k, 0.08, down, 0.35)
+        poly = np.array([[0.0, v6 - 0.1], [sign * 0.2, v6 - 0.06], [sign * 0.22, v6 + 0.2], [0.0, v6 + 0.14]])
+        out[f"nose_{name}"] = (g, "d", _soft_region(canvas, fr, poly, 0.03))
+    return out
+
+
+def _u_field(canvas: _Canvas, fr: _Frame) -> np.ndarray:
+    x0, y0, _, _ = canvas.box
+    h, w = canvas.shape
+    xs = np.arange(w, dtype=np.float32) + x0
+    ys = np.arange(h, dtype=np.float32)[:, None] + y0
+    return ((xs - fr.centre[0]) * fr.axes[0, 0] + (ys - fr.centre[1]) * fr.axes[0, 1]) / fr.iod
+
+
+def skin_mask(image: np.ndarray, landmarks: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Soft mask (h, w) float32 in [0, 1] over ``box`` of bare facial skin.
+
+    Inside the face oval, away from the eyes, brows and lips, and close in colour to the face's
+    own skin: glasses frames, hair and hats fall outside it, so creases never bend or stain them.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    x0, y0, x1, y1 = box
+    shape = (y1 - y0, x1 - x0)
+    iod = float(np.linalg.norm(lm[IRIS_LEFT[0], :2] - lm[IRIS_RIGHT[0], :2]))
+    origin = np.array([x0, y0], dtype=np.float64)
+
+    def poly(ids: tuple[int, ...] | list[int]) -> np.ndarray:
+        m = np.zeros(shape, dtype=np.uint8)
+        pts = np.round((lm[list(ids), :2] - origin) * 16).astype(np.int32)
+        cv2.fillPoly(m, [pts], 255, cv2.LINE_AA, 4)
+        return m
+
+    face = poly(FACE_OVAL)
+    face = cv2.erode(face, np.ones((3, 3), np.uint8), iterations=max(int(0.03 * iod), 1))
+    holes = np.zeros(shape, dtype=np.uint8)
+    for up, lo in ((EYE_RIGHT_UPPER, EYE_RIGHT_LOWER), (EYE_LEFT_UPPER, EYE_LEFT_LOWER)):
+        holes |= poly(list(up) + list(lo[::-1][1:-1]))
+    for brow in (BROW_RIGHT, BROW_LEFT):
+        holes |= poly(list(brow[:5]) + list(brow[5:][::-1]))
+    holes |= poly(list(UPPER_OUTER_LIP) + list(LOWER_OUTER_LIP[::-1][1:-1]))
+    k = max(int(0.04 * iod), 1)
+    holes = cv2.dilate(holes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
+    geo = (face.astype(np.float32) / 255.0) * (1.0 - holes.astype(np.float32) / 255.0)
+
+    # Colour: distance in Lab from the skin sampled on the cheeks, the nose and mid-forehead.
+    lab = cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2LAB).astype(np.float32)
+    samples = []
+    r = max(int(0.05 * iod), 1)
+    for k_ in (50, 280, 101, 330, 151, 4, 18):
+        cx, cy = np.round(lm[k_, :2] - origin).astype(int)
+        if 0 <= cy < shape[0] and 0 <= cx < shape[1]:
+            samples.append(lab[max(cy - r, 0) : cy + r + 1, max(cx - r, 0) : cx + r + 1].reshape(-1, 3))
+    ref = np.median(np.concatenate(samples), axis=0)
+    spread = np.concatenate(samples).std(0)
+    d_chroma = np.sqrt(((lab[..., 1:] - ref[1:]) ** 2).sum(-1))
+    d_light = (lab[..., 0] - ref[0]) / max(float(spread[0]) * 2.5, 25.0)
+    # Much darker than the skin (frames, hair, shadowed hat brims) is not skin; lighter is (highlights).
+    dark = np.clip(-d_light - 1.0, 0.0, None)
+    colour = np.clip(1.0 - (d_chroma - 10.0) / 10.0, 0.0, 1.0) * np.clip(1.0 - dark * 2.0, 0.0, 1.0)
+    # Thin strong edges of frames next to skin: grow the exclusion a little.
+    colour = cv2.erode(colour, np.ones((3, 3), np.uint8))
+    mask = geo * colour
+    return cv2.GaussianBlur(mask, (0, 0), max(0.012 * iod, 0.6)).astype(np.float32)
