@@ -178,7 +178,7 @@ def test_blinks_still_face_has_none_and_three_closings_in_six_seconds_are_thirty
     assert blinks_per_minute(ap, 25.0) == pytest.approx(30.0)
     # Jitter around the threshold is one blink, not many (hysteresis).
     jitter = np.ones(100)
-    jitter[40:50] = [0.55, 0.65, 0.55, 0.65, 0.55, 0.7, 0.5, 0.7, 0.75, 0.7]
+    jitter[40:50] = [0.65, 0.75, 0.65, 0.75, 0.6, 0.8, 0.6, 0.8, 0.82, 0.8]
     assert count_blinks(jitter) == 1
 
 
