@@ -32,7 +32,7 @@ from models.rig import (
     RigConfig,
     mesh_triangles,
 )
-from models.texture import EyeLayer, MouthLayer
+from models.texture import EyeLayer, GlassesLayer, MouthLayer
 from models.wrinkles import WrinkleLayer
 
 __all__ = ["MeshWarp", "MeshWarpConfig"]
@@ -48,6 +48,7 @@ class MeshWarpConfig:
     paint_mouth: bool = True
     paint_eyes: bool = True
     paint_wrinkles: bool = True  # expression creases shaded into the photo (models/wrinkles.py)
+    rigid_glasses: bool = True  # glasses frames follow the head only, never the brows or cheeks
 
     def __post_init__(self) -> None:
         if not 0.2 <= self.map_scale <= 1.0:
@@ -141,8 +142,11 @@ class MeshWarp:
         x1, y1 = np.ceil(outer.max(0)).astype(int)
         self._box = (max(x0, 0), max(y0, 0), min(x1, self.width), min(y1, self.height))
         self._setup_maps()
+        self.glasses = GlassesLayer.detect(self.image, src) if self.config.rigid_glasses else None
+        # What the warp moves: the photo, with glasses frames painted out when they are drawn on top.
+        self._base = self.glasses.base if self.glasses is not None else self.image
         self.wrinkles = (
-            WrinkleLayer(self.image, src, self.rig.photo_exp) if self.config.paint_wrinkles else None
+            WrinkleLayer(self._base, src, self.rig.photo_exp) if self.config.paint_wrinkles else None
         )
         self.mouth = MouthLayer(self.image, src, self.rig.photo_exp) if self.config.paint_mouth else None
         self.eyes = (
@@ -209,13 +213,15 @@ class MeshWarp:
         pose = np.zeros(6) if pose is None else np.asarray(pose, dtype=np.float64)
         tgt, lm = self.target_vertices(exp, pose)
         # Creases are shaded into the photo before the warp, so they ride the mesh.
-        source = self.wrinkles.apply(exp) if self.wrinkles is not None else self.image
+        source = self.wrinkles.apply(exp) if self.wrinkles is not None else self._base
         frame = self._warp(tgt, lm[:, 2], source)
         # Landmark motion of the shapes is relative to the photo; layers need absolute weights.
         if self.mouth is not None:
             self.mouth.paint(frame, lm, exp)
         for eye in self.eyes:
             eye.paint(frame, lm, self.rig.iod)
+        if self.glasses is not None:
+            self.glasses.paint(frame, lm)
         return frame
 
     def _warp(self, tgt: np.ndarray, depth: np.ndarray, source: np.ndarray | None = None) -> np.ndarray:

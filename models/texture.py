@@ -105,7 +105,7 @@ class MouthLayer:
         tooth, alpha = _tooth_row(ax, vv, _UPPER_EDGES, _UPPER_LEN)
         # Each tooth is lit in the middle and rounds off to its sides; the row darkens into the
         # corners of the mouth (the cheeks shade it); a thin translucent biting edge.
-        shade = np.interp(ax, [0.0, 0.45, 0.8], [1.0, 0.86, 0.5])
+        shade = np.interp(ax, [0.0, 0.4, 0.75], [1.0, 0.88, 0.45])
         tip = np.clip((_interp_len(ax, _UPPER_LEN) - vv) / 0.03, 0.0, 1.0)
         body = shade * tooth * (0.9 + 0.1 * tip)
         upper[..., :3] = self.teeth_rgb * body[..., None] + grain
@@ -185,7 +185,7 @@ class MouthLayer:
         opening = np.maximum(b_lo - b_up, 1e-3) / iod
         sx = (u * (self.TEX_W - 1)).astype(np.float32)
         # A raised upper lip (snarl, disgust) bares the gums above the teeth: the teeth stay on the skull.
-        gum = 0.07 * float(exp[_UPPER_UP].mean()) + 0.02 * float(exp[_SNEER].mean()) - 0.012
+        gum = 0.04 * float(exp[_UPPER_UP].mean()) + 0.01 * float(exp[_SNEER].mean()) - 0.015
         up_rgba = _sample(self.upper_tex, sx, v_up - max(gum, 0.0), self.V_MAX, self.TEX_H)
         if gum > 0.0:
             band = np.clip((gum - v_up) / 0.008, 0.0, 1.0) * np.clip((0.78 - np.abs(2 * u - 1)) / 0.05, 0, 1)
@@ -210,6 +210,9 @@ class MouthLayer:
             lo_rgba = lo_rgba * (1 - t) + np.append(self.tongue_rgb, 1.0) * t
         out = cav * (1 - lo_rgba[..., 3:]) + lo_rgba[..., :3]
         out = out * (1 - up_rgba[..., 3:]) + up_rgba[..., :3]
+        # A barely parted mouth shows the lips' shadow, not a sliver of teeth (which reads as a grin).
+        vis = np.clip((opening - 0.025) / 0.035, 0.0, 1.0)[..., None]
+        out = out * vis + self.lip_rgb * np.array([0.78, 0.66, 0.66]) * (1 - vis)
         # Painted texture is crisper than a photo: soften it to the photo's own blur.
         out = cv2.GaussianBlur(out.astype(np.float32), (0, 0), max(0.006 * iod, 0.5))
         region = frame[y0:y1, x0:x1].astype(np.float32)
@@ -243,7 +246,7 @@ class MouthLayer:
 
 # Tooth boundaries across the mouth (|x|, corner-to-corner in -1..1) and crown lengths (IOD) for
 # the upper row (incisors, laterals, canines, premolars) and the lower row.
-_UPPER_EDGES = (0.0, 0.15, 0.28, 0.4, 0.5, 0.59, 0.67, 0.75)
+_UPPER_EDGES = (0.0, 0.17, 0.32, 0.45, 0.56, 0.66, 0.75)
 _UPPER_LEN = ((0.0, 0.3, 0.42, 0.5, 0.75), (0.15, 0.135, 0.14, 0.12, 0.09))
 _LOWER_EDGES = (0.0, 0.1, 0.2, 0.31, 0.41, 0.5)
 _LOWER_LEN = ((0.0, 0.3, 0.5), (0.075, 0.07, 0.05))
@@ -263,7 +266,7 @@ def _tooth_row(
     pos = (ax - e[k]) / (e[k + 1] - e[k])  # 0..1 across the tooth
     c = 2.0 * pos - 1.0
     gap = np.clip((1.0 - np.abs(c)) / 0.1, 0.0, 1.0) ** 0.6
-    bright = (1.0 - 0.18 * c**4) * (0.7 + 0.3 * gap)
+    bright = (1.0 - 0.15 * c**4) * (0.78 + 0.22 * gap)
     length = _interp_len(ax, lengths) * (1.0 - 0.3 * c**8)  # corners of each crown rounded
     alpha = np.clip((length - vv) / 0.012, 0.0, 1.0) * np.clip((e[-1] - ax) / 0.02, 0.0, 1.0)
     return bright, alpha
@@ -507,3 +510,164 @@ def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     r = np.array([[a, -b], [b, a]])
     t = dst[0] - r @ src[0]
     return np.hstack([r, t[:, None]]).astype(np.float64)
+
+
+class GlassesLayer:
+    """Glasses frames kept rigid: expression fields (brows, lids, cheeks) never bend them.
+
+    Found once per photo as the non-skin structure in the band around the eyes that crosses the
+    nose bridge (a frame's bridge; brows and eyes never cross it). The warp then runs on the photo
+    with the frames painted out, and the frames are composited back on top of every frame, moved
+    only by the head's rigid motion (a similarity fitted to the nose bridge and eye corners).
+    ``detect`` returns None for a face without glasses.
+    """
+
+    _RIGID = (6, 168, 197, 195, 33, 133, 263, 362)
+
+    def __init__(self, image: np.ndarray, landmarks: np.ndarray, mask: np.ndarray) -> None:
+        lm = np.asarray(landmarks, dtype=np.float64)
+        ys, xs = np.nonzero(mask > 0.0)
+        h, w = image.shape[:2]
+        pad = 4
+        self.box = (
+            max(int(xs.min()) - pad, 0),
+            max(int(ys.min()) - pad, 0),
+            min(int(xs.max()) + pad + 1, w),
+            min(int(ys.max()) + pad + 1, h),
+        )
+        x0, y0, x1, y1 = self.box
+        self.alpha = np.ascontiguousarray(mask[y0:y1, x0:x1], dtype=np.float32)
+        self.rgb = image[y0:y1, x0:x1].astype(np.float32)
+        self.src_points = lm[list(self._RIGID), :2]
+        # The photo with the frames painted out: what the warp moves underneath them.
+        hole = cv2.dilate((mask > 0.02).astype(np.uint8), np.ones((3, 3), np.uint8))
+        self.base = image.copy()
+        self.base[y0:y1, x0:x1] = _fill_from_above(image[y0:y1, x0:x1], hole[y0:y1, x0:x1].astype(bool))
+
+    @classmethod
+    def detect(cls, image: np.ndarray, landmarks: np.ndarray) -> GlassesLayer | None:
+        """The frames of a photo's glasses, or None when it shows none."""
+        from models.wrinkles import skin_colour  # wrinkles builds on this module's neighbours
+
+        lm = np.asarray(landmarks, dtype=np.float64)
+        h, w = image.shape[:2]
+        iod = _iod(lm)
+        brow_top = float(min(lm[k, 1] for k in (70, 63, 105, 66, 107, 336, 296, 334, 293, 300)))
+        eye_low = float(max(lm[k, 1] for k in EYE_RIGHT_LOWER + EYE_LEFT_LOWER))
+        oval = lm[list(FACE_OVAL), :2]
+        x0 = max(int(oval[:, 0].min()), 0)
+        x1 = min(int(oval[:, 0].max()) + 1, w)
+        y0 = max(int(brow_top - 0.15 * iod), 0)
+        y1 = min(int(eye_low + 0.5 * iod) + 1, h)
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return None
+        box = (x0, y0, x1, y1)
+        colour = skin_colour(image, lm, box)
+        not_skin = (colour < 0.5).astype(np.uint8)
+        origin = np.array([x0, y0], dtype=np.float64)
+        eyes = np.zeros_like(not_skin)
+        for upper, lower in ((EYE_RIGHT_UPPER, EYE_RIGHT_LOWER), (EYE_LEFT_UPPER, EYE_LEFT_LOWER)):
+            poly = np.concatenate([lm[list(upper), :2], lm[list(lower[::-1][1:-1]), :2]])
+            eyes = np.maximum(eyes, (_poly_mask(eyes.shape, poly, origin) > 0.0).astype(np.uint8))
+        k = max(int(0.04 * iod), 1)
+        eyes = cv2.dilate(eyes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
+        not_skin &= 1 - eyes
+        # The bridge strip: between the inner eye corners, from above the brows down to the nose.
+        bx0 = int(round(0.65 * lm[133, 0] + 0.35 * lm[362, 0])) - x0
+        bx1 = int(round(0.35 * lm[133, 0] + 0.65 * lm[362, 0])) - x0
+        by1 = int(round(lm[6, 1])) - y0
+        strip = not_skin[:by1, bx0:bx1]
+        if strip.size == 0 or float(strip.mean(1).max()) < 0.6:
+            return None
+        # Frames are one object, but thin or translucent parts break it into pieces: join pieces
+        # a few pixels apart, keep what is joined to the bridge.
+        j = max(int(0.03 * iod), 1)
+        joined = cv2.dilate(not_skin, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * j + 1, 2 * j + 1)))
+        _, labels = cv2.connectedComponents(joined, connectivity=8)
+        crossing = np.unique(labels[:by1, bx0:bx1][strip.astype(bool)])
+        crossing = crossing[crossing > 0]
+        # Only what is clearly not skin is frame (translucent rims over skin may bend a little).
+        # Frame is what is far darker than the skin (brows and skin shadows are not) or far from it
+        # in colour; translucent rims over skin may bend a little.
+        luma = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        skin_luma = float(np.median(luma[colour > 0.8])) if (colour > 0.8).sum() > 20 else float(luma.mean())
+        solid = (luma < 0.45 * skin_luma) | (colour < 0.02)
+        frames = (np.isin(labels, crossing) & (not_skin > 0) & solid).astype(np.uint8)
+        # Highlights on the frames belong to them too: close small gaps inside the dark bar.
+        c = max(int(0.025 * iod), 1)
+        frames = cv2.morphologyEx(
+            frames, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * c + 1, 2 * c + 1))
+        ).astype(np.float32)
+        # Brow fields bend the top of the frames; below the upper lids the rims sit on the lenses'
+        # skin, which moves little and must stay free to squint: keep the top bar and the bridge.
+        lid = int(round(0.5 * (lm[159, 1] + lm[386, 1]))) - y0
+        below = np.zeros_like(frames, dtype=bool)
+        below[max(lid, 0) :] = True
+        below[: max(by1, 0), max(bx0, 0) : max(bx1, 0)] = False
+        frames[below] = 0.0
+        # Frames reach out past the eyes on both sides; a bar over the nose alone is not glasses.
+        cols = np.nonzero(frames.any(0))[0]
+        if len(cols) == 0 or cols.min() + x0 > lm[33, 0] or cols.max() + x0 < lm[263, 0]:
+            return None
+        frames = cv2.GaussianBlur(cv2.dilate(frames, np.ones((3, 3), np.uint8)), (0, 0), 0.7)
+        mask = np.zeros((h, w), dtype=np.float32)
+        mask[y0:y1, x0:x1] = frames
+        return cls(image, lm, mask)
+
+    def paint(self, frame: np.ndarray, lm: np.ndarray) -> None:
+        """Composite the frames, moved by the head's rigid motion, over a rendered frame (in place)."""
+        m = _fit_similarity(self.src_points, lm[list(self._RIGID), :2])
+        x0, y0, x1, y1 = self.box
+        if np.abs(m - np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])).max() < 0.02:
+            rgb, alpha = self.rgb, self.alpha
+            fx0, fy0, fx1, fy1 = x0, y0, x1, y1
+        else:
+            # Warp into the frame's region the moved box covers (plus a margin).
+            corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], dtype=np.float64)
+            moved = corners @ m[:, :2].T + m[:, 2]
+            fx0, fy0 = np.maximum(np.floor(moved.min(0)).astype(int) - 1, 0)
+            fx1, fy1 = np.minimum(np.ceil(moved.max(0)).astype(int) + 2, [frame.shape[1], frame.shape[0]])
+            if fx1 <= fx0 or fy1 <= fy0:
+                return
+            local = m.copy()
+            local[:, 2] += m[:, :2] @ np.array([x0, y0]) - np.array([fx0, fy0])
+            size = (int(fx1 - fx0), int(fy1 - fy0))
+            rgb = cv2.warpAffine(
+                self.rgb, local, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
+            alpha = cv2.warpAffine(self.alpha, local, size, flags=cv2.INTER_LINEAR, borderValue=0)
+        a = alpha[..., None]
+        region = frame[fy0:fy1, fx0:fx1].astype(np.float32)
+        frame[fy0:fy1, fx0:fx1] = np.clip(region * (1 - a) + rgb * a, 0, 255).astype(np.uint8)
+
+
+def _fill_from_above(patch: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Fill hole pixels with the skin mirrored from just above each hole run (keeps skin texture
+    where a smooth inpaint would leave a blur that shows once the brows move over it)."""
+    h, w = hole.shape
+    run = np.zeros((h, w), dtype=np.int32)
+    for y in range(h):
+        run[y] = np.where(hole[y], (run[y - 1] if y > 0 else 0) + 1, 0)
+    yy = np.arange(h, dtype=np.int32)[:, None]
+    src_y = np.where(hole, yy - 2 * run + 1, yy)
+    src_y = np.clip(src_y, 0, h - 1)
+    out = patch[src_y, np.arange(w)[None, :]]
+    # Smooth colour from a plain inpaint, fine skin texture from the mirror (no blocks, no blur).
+    smooth = cv2.inpaint(np.ascontiguousarray(patch), hole.astype(np.uint8) * 255, 5, cv2.INPAINT_TELEA)
+    mirror = out.astype(np.float32)
+    detail = mirror - cv2.GaussianBlur(mirror, (0, 0), 2.0)
+    filled = np.clip(smooth.astype(np.float32) + 0.7 * detail, 0, 255).astype(np.uint8)
+    out = patch.copy()
+    out[hole] = filled[hole]
+    return out
+
+
+def _fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares 2x3 similarity mapping points src (N, 2) onto dst (N, 2)."""
+    ms, md = src.mean(0), dst.mean(0)
+    a, b = src - ms, dst - md
+    den = float((a**2).sum()) or 1e-6
+    c = float((a * b).sum()) / den
+    s = float((a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]).sum()) / den
+    r = np.array([[c, -s], [s, c]])
+    return np.hstack([r, (md - r @ ms)[:, None]])

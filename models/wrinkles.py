@@ -33,7 +33,7 @@ from models.rig import (
     UPPER_OUTER_LIP,
 )
 
-__all__ = ["WRINKLE_DRIVERS", "WrinkleLayer"]
+__all__ = ["WRINKLE_DRIVERS", "WrinkleLayer", "skin_colour", "skin_mask"]
 
 _IDX = {n: i for i, n in enumerate(BLENDSHAPE_NAMES)}
 
@@ -190,31 +190,31 @@ class WrinkleLayer:
                     synth=np.ascontiguousarray(field_s[cy0:cy1, cx0:cx1]),
                     own=np.ascontiguousarray(field_o[cy0:cy1, cx0:cx1]),
                     drivers=drivers,
-                    photo_weight=float(np.clip(drivers @ photo_exp, 0.0, 1.0)),
+                    photo_weight=_photo_weight(float(drivers @ photo_exp)),
                 )
             )
 
     def weights(self, exp: np.ndarray) -> dict[str, tuple[float, float]]:
-        """Per crease group: (synthesized groove weight in [0, 1], own-shading weight in [-1, 1])."""
+        """Per crease group: (synthesized groove weight in [0, 1], own-shading weight in [-1, 1]).
+
+        Both are relative to the photo's own expression: a crease the photo already shows is
+        deepened only by what the frame adds, and relaxing it smooths the photo's own crease away
+        twice as fast as it came (a half-relaxed smile already loses most of its fold).
+        """
         exp = np.asarray(exp, dtype=np.float64)
         out = {}
         for c in self.creases:
-            w = float(np.clip(c.drivers @ exp, 0.0, 1.0))
-            out[c.name] = (max(w - c.photo_weight, 0.0), w - c.photo_weight)
+            d = float(np.clip(c.drivers @ exp, 0.0, 1.0)) - c.photo_weight
+            out[c.name] = (max(d, 0.0), float(np.clip(d * (_OWN_GAIN if d > 0.0 else 2.0), -1.0, 1.0)))
         return out
 
     def gain(self, exp: np.ndarray) -> np.ndarray | None:
         """Luminance gain minus one over the face box, (h, w) float32; None when every weight is zero."""
         x0, y0, x1, y1 = self.box
         field = None
+        weights = self.weights(exp)
         for c in self.creases:
-            w = float(np.clip(c.drivers @ exp, 0.0, 1.0))
-            w_synth = max(w - c.photo_weight, 0.0)
-            # Relaxing a crease the photo shows smooths it away faster than it came (a half-relaxed
-            # smile already loses most of its fold).
-            w_own = float(
-                np.clip((w - c.photo_weight) * (_OWN_GAIN if w > c.photo_weight else 2.0), -1.0, 1.0)
-            )
+            w_synth, w_own = weights[c.name]
             if w_synth < _MIN_WEIGHT and abs(w_own) < _MIN_WEIGHT:
                 continue
             if field is None:
@@ -237,6 +237,11 @@ class WrinkleLayer:
         g = np.clip(1.0 + field, 0.4, 1.6)[..., None]
         out[y0:y1, x0:x1] = np.clip(self.image[y0:y1, x0:x1] * g, 0, 255).astype(np.uint8)
         return out
+
+
+def _photo_weight(w: float) -> float:
+    """A crease weight of the photo's own expression; fit noise below 0.05 counts as none."""
+    return float(np.clip(w, 0.0, 1.0)) if w >= 0.05 else 0.0
 
 
 def _own_shading(luma: np.ndarray, direction: str, iod: float) -> np.ndarray:
@@ -419,22 +424,35 @@ def skin_mask(image: np.ndarray, landmarks: np.ndarray, box: tuple[int, int, int
     holes = cv2.dilate(holes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
     geo = (face.astype(np.float32) / 255.0) * (1.0 - holes.astype(np.float32) / 255.0)
 
-    # Colour: distance in Lab from the skin sampled on the cheeks, the nose and mid-forehead.
-    lab = cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2LAB).astype(np.float32)
-    samples = []
-    r = max(int(0.05 * iod), 1)
-    for k_ in (50, 280, 101, 330, 151, 4, 18):
-        cx, cy = np.round(lm[k_, :2] - origin).astype(int)
-        if 0 <= cy < shape[0] and 0 <= cx < shape[1]:
-            samples.append(lab[max(cy - r, 0) : cy + r + 1, max(cx - r, 0) : cx + r + 1].reshape(-1, 3))
-    ref = np.median(np.concatenate(samples), axis=0)
-    spread = np.concatenate(samples).std(0)
-    d_chroma = np.sqrt(((lab[..., 1:] - ref[1:]) ** 2).sum(-1))
-    d_light = (lab[..., 0] - ref[0]) / max(float(spread[0]) * 2.5, 25.0)
-    # Much darker than the skin (frames, hair, shadowed hat brims) is not skin; lighter is (highlights).
-    dark = np.clip(-d_light - 1.0, 0.0, None)
-    colour = np.clip(1.0 - (d_chroma - 10.0) / 10.0, 0.0, 1.0) * np.clip(1.0 - dark * 2.0, 0.0, 1.0)
+    colour = skin_colour(image, lm, box)
     # Thin strong edges of frames next to skin: grow the exclusion a little.
     colour = cv2.erode(colour, np.ones((3, 3), np.uint8))
     mask = geo * colour
     return cv2.GaussianBlur(mask, (0, 0), max(0.012 * iod, 0.6)).astype(np.float32)
+
+
+def skin_colour(image: np.ndarray, landmarks: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """How much each pixel of ``box`` looks like the face's own skin, (h, w) float32 in [0, 1].
+
+    Distance in Lab from the skin sampled on the cheeks, the nose and mid-forehead; much darker
+    than the skin (frames, hair, hat brims) is not skin, lighter is (highlights).
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    x0, y0, x1, y1 = box
+    iod = float(np.linalg.norm(lm[IRIS_LEFT[0], :2] - lm[IRIS_RIGHT[0], :2]))
+    lab = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2LAB).astype(np.float32)
+    samples = []
+    r = max(int(0.05 * iod), 1)
+    for k in (50, 280, 101, 330, 151, 4, 18):
+        cx, cy = int(round(lm[k, 0] - x0)), int(round(lm[k, 1] - y0))
+        if 0 <= cy < lab.shape[0] and 0 <= cx < lab.shape[1]:
+            samples.append(lab[max(cy - r, 0) : cy + r + 1, max(cx - r, 0) : cx + r + 1].reshape(-1, 3))
+    if not samples:
+        return np.ones(lab.shape[:2], dtype=np.float32)
+    pixels = np.concatenate(samples)
+    ref = np.median(pixels, axis=0)
+    d_chroma = np.sqrt(((lab[..., 1:] - ref[1:]) ** 2).sum(-1))
+    d_light = (lab[..., 0] - ref[0]) / max(float(pixels[:, 0].std()) * 2.5, 25.0)
+    dark = np.clip(-d_light - 1.0, 0.0, None)
+    colour = np.clip(1.0 - (d_chroma - 10.0) / 10.0, 0.0, 1.0) * np.clip(1.0 - dark * 2.0, 0.0, 1.0)
+    return colour.astype(np.float32)
