@@ -23,12 +23,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--coeffs", type=Path, default=ASSETS / "demo_coeffs.npz", help="(%(default)s)")
     p.add_argument("--audio", type=Path, default=None, help="audio file to mux in (optional)")
     p.add_argument("--out", type=Path, default=Path("out/demo.mp4"), help="output .mp4 (%(default)s)")
+    _badge_argument(p)
     p = sub.add_parser("reenact", help="drive a photo with the face in a video")
     p.add_argument("--image", type=Path, default=ASSETS / "portrait.png", help="source photo (%(default)s)")
     p.add_argument("--driving", type=Path, required=True, help="video of a face to copy")
     p.add_argument("--out", type=Path, default=Path("out/reenact.mp4"), help="output .mp4 (%(default)s)")
     p.add_argument("--coeffs-out", type=Path, default=None, help="also save the tracked coefficients (.npz)")
     p.add_argument("--no-audio", dest="keep_audio", action="store_false", help="drop the driving audio")
+    _badge_argument(p)
     p = sub.add_parser("render", help="speech -> talking face video (FCG + MeshWarp)")
     p.add_argument("--image", type=Path, default=ASSETS / "portrait.png", help="source photo (%(default)s)")
     p.add_argument(
@@ -43,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         "--coeffs-out", type=Path, default=None, help="also save the generated coefficients (.npz)"
     )
     p.add_argument("--emotion-reference", type=Path, default=None, help="carry over this photo's expression")
+    _badge_argument(p)
     p = sub.add_parser("pose", help="render one still with an emotion and a head pose")
     p.add_argument("--image", type=Path, default=ASSETS / "portrait.png", help="source photo (%(default)s)")
     p.add_argument("--emotion", choices=EMOTIONS, default="happy")
@@ -50,28 +53,68 @@ def _parser() -> argparse.ArgumentParser:
     for angle in ("yaw", "pitch", "roll"):
         p.add_argument(f"--{angle}", type=float, default=0.0, help="radians (%(default)s)")
     p.add_argument("--out", type=Path, default=Path("out/pose.png"), help="output .png/.jpg (%(default)s)")
+    _badge_argument(p)
+    p = sub.add_parser("verify", help="is a video, image or folder of frames marked as AI-generated?")
+    p.add_argument(
+        "path", type=Path, metavar="VIDEO_OR_IMAGE", help="a video, an image, or a folder of frames"
+    )
     return parser
+
+
+def _badge_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-badge", dest="badge", action="store_false",
+                   help='leave out the visible "AI-generated" badge (the invisible watermark stays)')  # fmt: skip
+
+
+NO_BADGE_REMINDER = (
+    'note: --no-badge: no visible "AI-generated" badge; the invisible watermark is still in every frame. '
+    "Tell your viewers this face is generated."
+)
+
+
+def _verify(path: Path) -> int:
+    """Exit code 0: the watermark is present; 1: it is not; 2: the file cannot be read."""
+    from agent.verify import verify
+
+    try:
+        report = verify(path)
+    except AgentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(report.lines()))
+    return report.exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command == "verify":
+        return _verify(args.path)
+    if not getattr(args, "badge", True):
+        print(NO_BADGE_REMINDER, file=sys.stderr)
     try:
         if args.command == "animate":
-            out = commands.animate(args.image, args.coeffs, args.out, audio=args.audio)
+            out = commands.animate(args.image, args.coeffs, args.out, audio=args.audio, badge=args.badge)
         elif args.command == "reenact":
             out = commands.reenact(
-                args.image, args.driving, args.out, coeffs_out=args.coeffs_out, keep_audio=args.keep_audio
+                args.image,
+                args.driving,
+                args.out,
+                coeffs_out=args.coeffs_out,
+                keep_audio=args.keep_audio,
+                badge=args.badge,
             )
         elif args.command == "render":
             out = commands.render(
                 args.image, args.audio, args.out, emotion=args.emotion, intensity=args.intensity,
                 seed=args.seed, temperature=args.temperature, coeffs_out=args.coeffs_out,
-                emotion_reference=args.emotion_reference,
+                emotion_reference=args.emotion_reference, badge=args.badge,
             )  # fmt: skip
         elif args.command == "pose":
             angles = {"yaw": args.yaw, "pitch": args.pitch, "roll": args.roll}
-            out = commands.pose(args.image, args.emotion, args.intensity, args.out, **angles)
+            out = commands.pose(
+                args.image, args.emotion, args.intensity, args.out, **angles, badge=args.badge
+            )
         else:
             print(NOT_YET, file=sys.stderr)
             return 2

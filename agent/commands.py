@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from agent.errors import CheckpointError, InputError, StreamError
+from agent.verify import provenance, with_provenance
 from models.audio import AudioReadError, LogMel, load_audio, mel_windows, num_video_frames
 from models.coeffs import CoeffFileError, CoeffSequence, load_coeffs, save_coeffs
 from models.fcg import FCG, emotion_label
@@ -36,6 +37,7 @@ from models.landmarks import (
 )
 from models.meshwarp import MeshWarp
 from models.rig import BLENDSHAPE_NAMES, EMOTIONS, NUM_BLENDSHAPES, Rig, emotion_coefficients
+from models.watermark import Marker
 from streaming.file import Mp4Writer, VideoReadError, VideoWriteError, extract_audio, iter_frames, read_video
 
 __all__ = [
@@ -119,10 +121,13 @@ def render_coeffs(
     *,
     audio: PathLike | None = None,
     desc: str = "render",
+    badge: bool = True,
 ) -> Path:
     """Render a coefficient sequence on ``source`` to an .mp4 at ``seq.fps``, muxing ``audio`` if given.
 
     A progress bar (tqdm) shows on a terminal. The audio is cut or padded to the video's length.
+    Every frame carries the invisible watermark and, unless ``badge`` is False, the visible
+    "AI-generated" badge; the container names the generator, its version and the date.
 
     Raises:
         InputError: the audio file is missing or undecodable.
@@ -131,10 +136,12 @@ def render_coeffs(
     out = Path(out)
     warp = MeshWarp(source.image, source.landmarks)
     height, width = source.image.shape[:2]
+    marker = Marker(badge=badge)
+    log.info("watermark payload %s", marker.payload)
     try:
-        with Mp4Writer(out, fps=seq.fps, size=(width, height), audio=audio) as writer:
+        with Mp4Writer(out, fps=seq.fps, size=(width, height), audio=audio, metadata=provenance()) as writer:
             for t in tqdm(range(len(seq)), desc=desc, unit="frame", disable=None):
-                writer.write(warp.render(seq.exp[t], seq.pose[t]))
+                writer.write(marker.apply(warp.render(seq.exp[t], seq.pose[t])))
     except VideoReadError as exc:  # the audio, probed when the writer opens
         raise InputError(str(exc)) from exc
     except VideoWriteError as exc:
@@ -144,7 +151,9 @@ def render_coeffs(
     return out
 
 
-def animate(image: PathLike, coeffs: PathLike, out: PathLike, *, audio: PathLike | None = None) -> Path:
+def animate(
+    image: PathLike, coeffs: PathLike, out: PathLike, *, audio: PathLike | None = None, badge: bool = True
+) -> Path:
     """Render a coefficient .npz (models.coeffs) on the photo ``image`` to the video ``out``."""
     try:
         seq = load_coeffs(coeffs)
@@ -153,7 +162,7 @@ def animate(image: PathLike, coeffs: PathLike, out: PathLike, *, audio: PathLike
     if audio is not None and not Path(audio).is_file():
         raise InputError(f"audio file not found: {audio}")
     source = load_portrait(image)
-    return render_coeffs(source, seq, out, audio=audio, desc="animate")
+    return render_coeffs(source, seq, out, audio=audio, desc="animate", badge=badge)
 
 
 def track_video(driving: PathLike) -> tuple[CoeffSequence, int]:
@@ -224,6 +233,7 @@ def reenact(
     *,
     coeffs_out: PathLike | None = None,
     keep_audio: bool = True,
+    badge: bool = True,
 ) -> Path:
     """Transfer the expressions and head motion of a driving video onto the photo ``image``.
 
@@ -251,7 +261,7 @@ def reenact(
                 wav = extract_audio(driving, Path(tmp) / "audio.wav", sample_rate=48000)
             except VideoReadError as exc:
                 raise InputError(str(exc)) from exc
-        return render_coeffs(source, seq, out, audio=wav, desc="reenact")
+        return render_coeffs(source, seq, out, audio=wav, desc="reenact", badge=badge)
 
 
 DEFAULT_FCG = Path(__file__).resolve().parent.parent / "assets" / "fcg"
@@ -348,6 +358,7 @@ def render(
     coeffs_out: PathLike | None = None,
     emotion_reference: PathLike | None = None,
     checkpoint: PathLike = DEFAULT_FCG,
+    badge: bool = True,
 ) -> Path:
     """Speech -> talking face: the FCG generates coefficients for ``audio``, MeshWarp renders them
     on ``image``, and the speech is muxed into the .mp4. ``emotion_reference``: a photo whose
@@ -374,7 +385,7 @@ def render(
             save_coeffs(coeffs_out, seq)
         except OSError as exc:
             raise StreamError(f"cannot write {coeffs_out}: {exc.strerror or exc}") from exc
-    return render_coeffs(source, seq, out, audio=audio, desc="render")
+    return render_coeffs(source, seq, out, audio=audio, desc="render", badge=badge)
 
 
 def _describe(exp: np.ndarray) -> str:
@@ -391,6 +402,7 @@ def pose(
     yaw: float = 0.0,
     pitch: float = 0.0,
     roll: float = 0.0,
+    badge: bool = True,
 ) -> Path:
     """Render one still of the photo with an emotion at ``intensity`` in [0, 1] and a head pose.
 
@@ -410,7 +422,7 @@ def pose(
     exp = emotion_coefficients(emotion, float(intensity))
     source = load_portrait(image)
     frame = MeshWarp(source.image, source.landmarks).render(exp, np.array([yaw, pitch, roll, 0, 0, 0]))
-    return _write_image(out, frame)
+    return _write_image(out, Marker(badge=badge).apply(frame))
 
 
 def _write_image(out: Path, rgb: np.ndarray) -> Path:
@@ -423,7 +435,7 @@ def _write_image(out: Path, rgb: np.ndarray) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "xb") as f:
-            f.write(encoded.tobytes())
+            f.write(with_provenance(encoded.tobytes(), out.suffix))
         os.replace(tmp, out)
     except OSError as exc:
         raise StreamError(f"cannot write {out}: {exc.strerror or exc}") from exc

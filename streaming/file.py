@@ -12,7 +12,7 @@ import re
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache
@@ -137,6 +137,8 @@ class Mp4Writer:
         audio_offset_s: the time in the audio file that plays with the first frame. Positive skips the
             start of the audio; negative delays it, with silence first. Either way the audio track is
             cut, or padded with silence, to exactly the video's length (frames_written / fps).
+        metadata: container tags written with ``-metadata key=value`` (e.g. the generator's
+            provenance: ``comment``, ``description``, ``date``, ``creation_time``).
 
     Example::
 
@@ -153,6 +155,7 @@ class Mp4Writer:
         size: tuple[int, int],
         audio: str | os.PathLike[str] | None = None,
         audio_offset_s: float = 0.0,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         self._closed = True  # until ffmpeg runs, so __del__ and abort() are safe on a failed __init__
         if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps) or fps <= 0:
@@ -181,6 +184,7 @@ class Mp4Writer:
         self._height = height
         self._audio: Path | None = None
         self._audio_offset_s = float(audio_offset_s)
+        self._metadata_args = [arg for k, v in (metadata or {}).items() for arg in ("-metadata", f"{k}={v}")]
         if audio is not None:
             self._audio = Path(audio).resolve()
             audio_duration_s = _probe_audio(self._audio)
@@ -207,7 +211,7 @@ class Mp4Writer:
             "-an", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
             # ffmpeg converts RGB with the BT.601 matrix; say so, or players guess BT.709 for HD sizes.
             "-colorspace", "smpte170m", "-color_range", "tv",
-            *faststart, "-f", "mp4", str(self._video_tmp),
+            *self._metadata_args, *faststart, "-f", "mp4", str(self._video_tmp),
         ]  # fmt: skip
         try:
             # Own session: a terminal Ctrl-C reaches only Python, whose __exit__ then aborts us;
@@ -324,7 +328,8 @@ class Mp4Writer:
             "-i", str(self._video_tmp), "-i", str(self._audio),
             "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
             "-af", _audio_filter(self._audio_offset_s), "-c:a", "aac", "-b:a", "128k",
-            "-t", f"{duration_s:.6f}", "-movflags", "+faststart", "-f", "mp4", str(self._mux_tmp),
+            "-t", f"{duration_s:.6f}", *self._metadata_args, "-movflags", "+faststart", "-f", "mp4",
+            str(self._mux_tmp),
         ])  # fmt: skip
         if rc != 0:
             raise VideoWriteError(
