@@ -145,6 +145,7 @@ class MeshWarp:
         self.glasses = GlassesLayer.detect(self.image, src) if self.config.rigid_glasses else None
         # What the warp moves: the photo, with glasses frames painted out when they are drawn on top.
         self._base = self.glasses.base if self.glasses is not None else self.image
+        self._rest_landmarks = self.rig.landmarks(np.zeros(NUM_BLENDSHAPES), np.zeros(6))
         self.wrinkles = (
             WrinkleLayer(self._base, src, self.rig.photo_exp) if self.config.paint_wrinkles else None
         )
@@ -221,7 +222,8 @@ class MeshWarp:
         for eye in self.eyes:
             eye.paint(frame, lm, self.rig.iod)
         if self.glasses is not None:
-            self.glasses.paint(frame, lm)
+            still = np.zeros(NUM_BLENDSHAPES)
+            self.glasses.paint(frame, self._rest_landmarks, self.rig.landmarks(still, pose))
         return frame
 
     def _warp(self, tgt: np.ndarray, depth: np.ndarray, source: np.ndarray | None = None) -> np.ndarray:

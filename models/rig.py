@@ -723,8 +723,8 @@ _EMOTION_PROTOTYPES: dict[str, dict[str, float]] = {
     "angry": {"browDownLeft": 1.0, "browDownRight": 1.0, "eyeSquintLeft": 0.55, "eyeSquintRight": 0.55,
               "eyeWideLeft": 0.35, "eyeWideRight": 0.35, "noseSneerLeft": 0.45, "noseSneerRight": 0.45,
               "mouthUpperUpLeft": 0.5, "mouthUpperUpRight": 0.5, "mouthLowerDownLeft": 0.3,
-              "mouthLowerDownRight": 0.3, "mouthStretchLeft": 0.35, "mouthStretchRight": 0.35, "jawOpen": 0.08,
-              "mouthFrownLeft": 0.35, "mouthFrownRight": 0.35},
+              "mouthLowerDownRight": 0.3, "mouthStretchLeft": 0.45, "mouthStretchRight": 0.45, "jawOpen": 0.08,
+              "mouthFrownLeft": 0.65, "mouthFrownRight": 0.65},
     # AU9 + AU10 + AU15 + AU17: nose wrinkled, upper lip raised over the upper teeth, lower lip pushed up
     "disgusted": {"noseSneerLeft": 1.0, "noseSneerRight": 1.0, "mouthUpperUpLeft": 0.95, "mouthUpperUpRight": 0.8,
                   "mouthFrownLeft": 0.55, "mouthFrownRight": 0.55, "browDownLeft": 0.55, "browDownRight": 0.55,

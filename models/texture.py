@@ -110,7 +110,7 @@ class MouthLayer:
         body = shade * tooth * (0.9 + 0.1 * tip)
         upper[..., :3] = self.teeth_rgb * body[..., None] + grain
         # The upper lip's shadow falls on the top of the teeth.
-        upper[..., :3] *= np.clip(0.62 + vv / 0.045, 0.62, 1.0)[..., None]
+        upper[..., :3] *= np.clip(0.7 + vv / 0.04, 0.7, 1.0)[..., None]
         upper[..., 3] = alpha
         # Lower layer: the tongue low at the back, the lower incisors in front of it.
         lower = np.zeros((h, w, 4), dtype=np.float32)
@@ -198,11 +198,10 @@ class MouthLayer:
         lo_rgba = _sample(self.lower_tex, sx, v_lo, self.V_MAX, self.TEX_H)
         # The cavity darkens towards its middle and with a wider opening (deeper throat).
         depth = np.clip(np.minimum(v_up, v_lo) / np.maximum(opening * 0.5, 1e-3), 0.0, 1.0)
-        cav = (
-            self.cavity_rgb
-            * (1.0 - 0.6 * depth)[..., None]
-            * (1.0 - 0.25 * np.clip(opening / 0.4, 0, 1))[..., None]
-        )
+        # A narrow gap between teeth and lip is in the lips' shadow, not yet the dark of the throat.
+        narrow = np.clip(1.0 - (opening - 0.08) / 0.12, 0.0, 1.0)[..., None]
+        cavity = self.cavity_rgb * (1 - narrow) + self.lip_rgb * np.array([0.6, 0.42, 0.42]) * narrow
+        cav = cavity * (1.0 - 0.6 * depth)[..., None] * (1.0 - 0.25 * np.clip(opening / 0.4, 0, 1))[..., None]
         tongue_out = float(exp[_TONGUE_OUT])
         if tongue_out > 0.0:
             # The tongue comes forward over the lower teeth and fills more of the opening.
@@ -300,9 +299,9 @@ def _teeth_colour(image: np.ndarray, lm: np.ndarray) -> np.ndarray:
     )
     luma = max(float(white @ np.array([0.299, 0.587, 0.114])), 1.0)
     tint = white / luma
-    ivory = np.array([1.0, 0.97, 0.88])
+    ivory = np.array([1.0, 0.97, 0.9])
     bright = float(np.clip(max(luma, 1.2 * skin_luma, 205.0), 0.0, 238.0))
-    return np.clip(bright * (0.8 * ivory + 0.2 * tint), 0, 245)
+    return np.clip(bright * (0.9 * ivory + 0.1 * tint), 0, 245)
 
 
 def _sample(tex: np.ndarray, sx: np.ndarray, v: np.ndarray, v_max: float, tex_h: int) -> np.ndarray:
@@ -522,10 +521,9 @@ class GlassesLayer:
     ``detect`` returns None for a face without glasses.
     """
 
-    _RIGID = (6, 168, 197, 195, 33, 133, 263, 362)
+    _RIGID = (6, 168, 197, 195, 33, 133, 263, 362, 127, 356)  # nose bridge, eye corners, temples
 
-    def __init__(self, image: np.ndarray, landmarks: np.ndarray, mask: np.ndarray) -> None:
-        lm = np.asarray(landmarks, dtype=np.float64)
+    def __init__(self, image: np.ndarray, mask: np.ndarray) -> None:
         ys, xs = np.nonzero(mask > 0.0)
         h, w = image.shape[:2]
         pad = 4
@@ -538,7 +536,6 @@ class GlassesLayer:
         x0, y0, x1, y1 = self.box
         self.alpha = np.ascontiguousarray(mask[y0:y1, x0:x1], dtype=np.float32)
         self.rgb = image[y0:y1, x0:x1].astype(np.float32)
-        self.src_points = lm[list(self._RIGID), :2]
         # The photo with the frames painted out: what the warp moves underneath them.
         hole = cv2.dilate((mask > 0.02).astype(np.uint8), np.ones((3, 3), np.uint8))
         self.base = image.copy()
@@ -612,13 +609,21 @@ class GlassesLayer:
         frames = cv2.GaussianBlur(cv2.dilate(frames, np.ones((3, 3), np.uint8)), (0, 0), 0.7)
         mask = np.zeros((h, w), dtype=np.float32)
         mask[y0:y1, x0:x1] = frames
-        return cls(image, lm, mask)
+        return cls(image, mask)
 
-    def paint(self, frame: np.ndarray, lm: np.ndarray) -> None:
-        """Composite the frames, moved by the head's rigid motion, over a rendered frame (in place)."""
-        m = _fit_similarity(self.src_points, lm[list(self._RIGID), :2])
+    def paint(self, frame: np.ndarray, rest: np.ndarray, posed: np.ndarray) -> None:
+        """Composite the frames over a rendered frame (in place), moved by the head's rigid motion.
+
+        Args:
+            rest, posed: (478, 2+) landmarks of the expressionless face at zero pose and at this
+                frame's pose: their difference is the head's motion, with no expression in it.
+        """
+        m = _fit_similarity(rest[list(self._RIGID), :2], posed[list(self._RIGID), :2])
         x0, y0, x1, y1 = self.box
-        if np.abs(m - np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])).max() < 0.02:
+        # Still head (within half a pixel over the frames): paint them exactly as in the photo.
+        centre = np.array([0.5 * (x0 + x1), 0.5 * (y0 + y1)])
+        shift = m[:, :2] @ centre + m[:, 2] - centre
+        if np.abs(m[:, :2] - np.eye(2)).max() < 0.002 and np.abs(shift).max() < 0.5:
             rgb, alpha = self.rgb, self.alpha
             fx0, fy0, fx1, fy1 = x0, y0, x1, y1
         else:

@@ -1,0 +1,271 @@
+"""Expression texture layer (issue 3): wrinkle maps, teeth, eyes and rigid glasses, on two real photos.
+
+Each layer must change the pixels where it should and nowhere else: creases only inside their
+landmark-defined regions, zero weights leave the frame as with the layer off, teeth are brighter
+than the lips and the skin, glasses frames stay put under brow motion.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import cv2
+import matplotlib.cbook
+import numpy as np
+import pytest
+
+from agent.commands import load_portrait
+from models.meshwarp import MeshWarp, MeshWarpConfig
+from models.rig import (
+    BLENDSHAPE_NAMES,
+    EMOTIONS,
+    IRIS_LEFT,
+    LOWER_INNER_LIP,
+    LOWER_OUTER_LIP,
+    UPPER_INNER_LIP,
+    UPPER_OUTER_LIP,
+    Rig,
+    emotion_coefficients,
+)
+from models.texture import GlassesLayer
+from models.wrinkles import WrinkleLayer
+from tests.conftest import ASSETS
+
+_IDX = {n: i for i, n in enumerate(BLENDSHAPE_NAMES)}
+
+
+class Photo(NamedTuple):
+    image: np.ndarray
+    landmarks: np.ndarray
+    full: MeshWarp  # every layer on
+    plain: MeshWarp  # wrinkles off, same rig
+
+
+def _photo(path: str) -> Photo:
+    src = load_portrait(path)
+    rig = Rig(src.landmarks)
+    return Photo(
+        src.image,
+        src.landmarks,
+        MeshWarp(src.image, src.landmarks, rig),
+        MeshWarp(src.image, src.landmarks, rig, MeshWarpConfig(paint_wrinkles=False)),
+    )
+
+
+@pytest.fixture(scope="module")
+def portrait() -> Photo:
+    """The bundled portrait: a young woman smiling with her teeth, no glasses."""
+    return _photo(str(ASSETS / "portrait.png"))
+
+
+@pytest.fixture(scope="module")
+def grace() -> Photo:
+    """Grace Hopper: older, glasses with dark frames, mouth closed."""
+    return _photo(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+def _exp(**weights: float) -> np.ndarray:
+    e = np.zeros(len(BLENDSHAPE_NAMES))
+    for name, w in weights.items():
+        e[_IDX[name]] = w
+    return e
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def _detail(rgb: np.ndarray) -> np.ndarray:
+    """Luminance high-pass (the scale of skin creases)."""
+    luma = _luma(rgb)
+    return luma - cv2.GaussianBlur(luma, (0, 0), 4.0)
+
+
+def _iod(lm: np.ndarray) -> float:
+    return float(np.linalg.norm(lm[IRIS_LEFT[0], :2] - lm[468, :2]))
+
+
+def _skin(wl: WrinkleLayer) -> np.ndarray:
+    """The layer's skin mask over the whole photo."""
+    x0, y0, x1, y1 = wl.box
+    full = np.zeros(wl.image.shape[:2], dtype=np.float32)
+    full[y0:y1, x0:x1] = wl.skin
+    return full
+
+
+def _region(lm: np.ndarray, name: str) -> tuple[slice, slice]:
+    """(rows, cols) of a crease group's region in the source photo, from its landmarks."""
+    iod = _iod(lm)
+    brow_top = float(lm[[70, 63, 105, 66, 107, 336, 296, 334, 293, 300], 1].min())
+    if name == "forehead":
+        y0, y1 = lm[10, 1], brow_top - 0.05 * iod
+        x0, x1 = lm[70, 0], lm[300, 0]
+    elif name == "glabella":
+        y0, y1 = brow_top - 0.2 * iod, lm[6, 1]
+        x0, x1 = lm[55, 0] - 0.05 * iod, lm[285, 0] + 0.05 * iod
+    elif name == "crows":  # the image-right eye's outer corner (subject's left)
+        y0, y1 = lm[263, 1] - 0.2 * iod, lm[263, 1] + 0.25 * iod
+        x0, x1 = lm[263, 0] + 0.03 * iod, lm[263, 0] + 0.35 * iod
+    elif name == "nose":
+        y0, y1 = lm[6, 1] - 0.12 * iod, lm[6, 1] + 0.25 * iod
+        x0, x1 = lm[6, 0] - 0.25 * iod, lm[6, 0] + 0.25 * iod
+    else:
+        raise ValueError(name)
+    return slice(int(y0), int(y1)), slice(int(x0), int(x1))
+
+
+@pytest.mark.parametrize(
+    ("region", "weights"),
+    [
+        ("forehead", {"browInnerUp": 1.0, "browOuterUpLeft": 1.0, "browOuterUpRight": 1.0}),
+        ("glabella", {"browDownLeft": 1.0, "browDownRight": 1.0}),
+        ("crows", {"cheekSquintLeft": 1.0, "eyeSquintLeft": 1.0}),
+        ("nose", {"noseSneerLeft": 1.0, "noseSneerRight": 1.0}),
+    ],
+)
+def test_creases_deepen_their_region_and_nothing_far_from_it(
+    portrait: Photo, region: str, weights: dict[str, float]
+) -> None:
+    wl = portrait.full.wrinkles
+    assert wl is not None
+    # On top of the photo's own expression (a smile): relaxing that would smooth its own folds.
+    shaded = wl.apply(portrait.full.rig.photo_exp + _exp(**weights))
+    rows, cols = _region(portrait.landmarks, region)
+    skin = _skin(wl)[rows, cols] > 0.5  # the bare skin of the region (not hair, brows)
+    assert skin.sum() > 50
+    before = _detail(portrait.image)[rows, cols][skin].var()
+    after = _detail(shaded)[rows, cols][skin].var()
+    assert after > 1.3 * before, (region, before, after)
+    # The creases shade, they don't paint: mean brightness of the region barely moves.
+    assert abs(_luma(shaded[rows, cols]).mean() - _luma(portrait.image[rows, cols]).mean()) < 8.0
+    # Far from the crease group (the lower face below the nose tip; everything outside the face box)
+    # nothing changes.
+    changed = np.abs(shaded.astype(int) - portrait.image.astype(int)).max(-1) > 0
+    lm = portrait.landmarks
+    # (A sneer also deepens the nasolabial folds, down to beside the mouth.)
+    far = lm[17, 1] + 0.15 * _iod(lm) if region == "nose" else lm[1, 1] + 0.1 * _iod(lm)
+    assert not changed[int(far) :].any()
+    x0, y0, x1, y1 = wl.box
+    outside = changed.copy()
+    outside[y0:y1, x0:x1] = False
+    assert not outside.any()
+
+
+def test_forehead_lines_rise_with_brow_raise_and_only_in_the_rendered_forehead(portrait: Photo) -> None:
+    lm = portrait.landmarks
+    rows, cols = _region(lm, "forehead")
+    assert portrait.full.wrinkles is not None
+    skin = _skin(portrait.full.wrinkles)[rows, cols] > 0.5
+    var = []
+    for w in (0.0, 0.5, 1.0):
+        e = portrait.full.rig.photo_exp + _exp(browInnerUp=w, browOuterUpLeft=w, browOuterUpRight=w)
+        on, off = portrait.full.render(e), portrait.plain.render(e)
+        var.append(_detail(on)[rows, cols][skin].var() / _detail(off)[rows, cols][skin].var())
+        diff = np.abs(on.astype(int) - off.astype(int)).max(-1)
+        # Brows only raise the forehead's creases: the eyes, nose and mouth are as without the layer.
+        assert diff[int(lm[6, 1]) :].max() == 0
+    assert var[0] == pytest.approx(1.0) and var[1] > 1.1 and var[2] > 1.25
+
+
+def test_zero_weights_leave_the_frame_as_with_the_layer_off(grace: Photo) -> None:
+    zero = np.zeros(len(BLENDSHAPE_NAMES))
+    assert grace.full.wrinkles is not None and grace.full.wrinkles.gain(zero) is None
+    assert np.array_equal(grace.full.render(zero), grace.plain.render(zero))
+
+
+def test_a_smiling_photo_relaxed_to_neutral_loses_its_folds(portrait: Photo) -> None:
+    wl = portrait.full.wrinkles
+    assert wl is not None
+    synth, own = wl.weights(np.zeros(len(BLENDSHAPE_NAMES)))["nasolabial_L"]
+    assert synth == 0.0 and own < -0.5  # the photo smiles: its own fold is smoothed, none added
+    lm = portrait.landmarks
+    iod = _iod(lm)
+    rows = slice(int(lm[358, 1]), int(lm[291, 1] + 0.1 * iod))
+    cols = slice(int(lm[291, 0] - 0.05 * iod), int(lm[291, 0] + 0.25 * iod))
+    relaxed = wl.apply(np.zeros(len(BLENDSHAPE_NAMES)))
+    assert _detail(relaxed)[rows, cols].var() < 0.9 * _detail(portrait.image)[rows, cols].var()
+
+
+def _inside(shape: tuple[int, int], poly: np.ndarray) -> np.ndarray:
+    mask = np.zeros(shape, dtype=np.uint8)
+    cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1)
+    return mask.astype(bool)
+
+
+def test_teeth_are_brighter_than_lips_and_skin(grace: Photo) -> None:
+    e = emotion_coefficients("happy", 1.0).astype(np.float64)
+    frame = grace.full.render(e)
+    lm = grace.full.rig.landmarks(e, np.zeros(6))
+    iod = _iod(lm)
+    inner = np.concatenate([lm[list(UPPER_INNER_LIP), :2], lm[list(LOWER_INNER_LIP[::-1]), :2]])
+    outer = np.concatenate([lm[list(UPPER_OUTER_LIP), :2], lm[list(LOWER_OUTER_LIP[::-1]), :2]])
+    opening = _inside(frame.shape[:2], inner)
+    lips = _inside(frame.shape[:2], outer) & ~cv2.dilate(opening.astype(np.uint8), np.ones((5, 5))).astype(
+        bool
+    )
+    # The upper teeth: the middle of the opening, just under the upper lip.
+    band = np.zeros_like(opening)
+    cx = int(lm[13, 0])
+    band[
+        int(lm[13, 1] + 0.02 * iod) : int(lm[13, 1] + 0.07 * iod), cx - int(0.2 * iod) : cx + int(0.2 * iod)
+    ] = True
+    teeth = frame[opening & band].astype(np.float32)
+    assert len(teeth) > 30
+    skin = grace.image[int(lm[50, 1]) - 5 : int(lm[50, 1]) + 5, int(lm[50, 0]) - 5 : int(lm[50, 0]) + 5]
+    teeth_luma = float(np.median(_luma(teeth)))
+    assert teeth_luma > float(np.median(_luma(frame[lips]))) + 25.0
+    assert teeth_luma > 1.1 * float(np.median(_luma(skin)))
+    # White, not grey or tinted: bright in every channel, little chroma.
+    mean = teeth.mean(0)
+    assert mean.min() > 150.0 and mean.max() - mean.min() < 40.0
+
+
+def test_surprise_opens_a_dark_round_mouth(grace: Photo) -> None:
+    e = emotion_coefficients("surprised", 1.0).astype(np.float64)
+    frame = grace.full.render(e)
+    lm = grace.full.rig.landmarks(e, np.zeros(6))
+    iod = _iod(lm)
+    inner = np.concatenate([lm[list(UPPER_INNER_LIP), :2], lm[list(LOWER_INNER_LIP[::-1]), :2]])
+    opening = _inside(frame.shape[:2], inner)
+    height = float(lm[14, 1] - lm[13, 1]) / iod
+    width = float(lm[308, 0] - lm[78, 0]) / iod
+    assert height > 0.25 and height / width > 0.45  # open and round, not a slit
+    mid = opening.copy()
+    mid[: int(lm[13, 1] + 0.45 * (lm[14, 1] - lm[13, 1]))] = False  # below the upper teeth
+    mid[int(lm[14, 1] - 0.2 * (lm[14, 1] - lm[13, 1])) :] = False  # above the lower teeth
+    assert float(np.median(_luma(frame[mid]))) < 60.0
+
+
+def test_widened_eyes_bare_white_above_the_iris(portrait: Photo) -> None:
+    e = _exp(eyeWideLeft=1.0, eyeWideRight=1.0)
+    frame = portrait.full.render(e)
+    lm = portrait.full.rig.landmarks(e, np.zeros(6))
+    for iris, lid in ((473, 386), (468, 159)):
+        cx, cy = lm[iris, :2]
+        radius = float(np.linalg.norm(lm[iris + 1, :2] - lm[iris, :2]))
+        top = cy - radius
+        assert lm[lid, 1] < top - 2.0, "the lid must clear the iris for this test"
+        strip = frame[int(np.ceil(lm[lid, 1])) + 1 : int(np.floor(top)), int(cx) - 2 : int(cx) + 3]
+        assert strip.size > 0
+        iris_luma = float(np.median(_luma(frame[int(cy) - 1 : int(cy) + 2, int(cx) - 1 : int(cx) + 2])))
+        skin = portrait.image[int(lm[lid, 1] - 0.25 * _iod(lm)), int(cx)]
+        # White of the eye: far lighter than the iris and about as light as the lit skin.
+        assert _luma(strip).mean() > max(2.0 * iris_luma, 0.75 * float(_luma(skin[None])[0]))
+
+
+def test_glasses_frames_stay_put_under_every_emotion(grace: Photo, portrait: Photo) -> None:
+    assert GlassesLayer.detect(portrait.image, portrait.landmarks) is None
+    glasses = grace.full.glasses
+    assert glasses is not None
+    x0, y0, x1, y1 = glasses.box
+    solid = np.zeros(grace.image.shape[:2], dtype=bool)
+    solid[y0:y1, x0:x1] = glasses.alpha > 0.999
+    assert solid.sum() > 300
+    for emotion in EMOTIONS:
+        frame = grace.full.render(emotion_coefficients(emotion, 1.0).astype(np.float64))
+        diff = np.abs(frame[solid].astype(int) - grace.image[solid].astype(int))
+        assert diff.max() <= 2, emotion
+    # Without the rigid frames, raised brows bend them.
+    bent = MeshWarp(grace.image, grace.landmarks, grace.full.rig, MeshWarpConfig(rigid_glasses=False))
+    frame = bent.render(emotion_coefficients("surprised", 1.0).astype(np.float64))
+    assert np.abs(frame[solid].astype(int) - grace.image[solid].astype(int)).max() > 30
