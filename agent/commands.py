@@ -407,7 +407,9 @@ def pose(
     """Render one still of the photo with an emotion at ``intensity`` in [0, 1] and a head pose.
 
     yaw, pitch, roll are in radians (DESIGN.md signs: yaw > 0 turns the nose to the image right).
-    The image format follows the suffix of ``out`` (.png, .jpg or .jpeg); the write is atomic.
+    The image format follows the suffix of ``out`` (.png, .jpg or .jpeg); the write is atomic. The still
+    carries the invisible watermark, the "AI-generated" badge unless ``badge`` is False, and the
+    generator's name, version and date in its PNG text chunks or JPEG comment.
     """
     if emotion not in EMOTIONS:
         raise InputError(f"unknown emotion {emotion!r}; expected one of {', '.join(EMOTIONS)}")
@@ -422,7 +424,9 @@ def pose(
     exp = emotion_coefficients(emotion, float(intensity))
     source = load_portrait(image)
     frame = MeshWarp(source.image, source.landmarks).render(exp, np.array([yaw, pitch, roll, 0, 0, 0]))
-    return _write_image(out, Marker(badge=badge).apply(frame))
+    marker = Marker(badge=badge)
+    log.info("watermark payload %s", marker.payload)
+    return _write_image(out, marker.apply(frame))
 
 
 def _write_image(out: Path, rgb: np.ndarray) -> Path:

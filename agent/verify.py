@@ -106,9 +106,9 @@ class VerifyReport:
             verdict = "no watermark found"
         out = [f"{self.path}: {verdict}", f"  payload: {d.payload or '(not decoded)'}"]
         if d.found:
-            chance = 1.0 - d.confidence
+            chance = f"{d.false_alarm:.1e}" if d.false_alarm >= 1e-12 else "< 1e-12"
             out.append(f"  confidence: {d.confidence:.6f} (an unmarked file shows this much evidence "
-                       f"with probability {chance:.1e})")  # fmt: skip
+                       f"with probability {chance})")  # fmt: skip
         out.append(
             f"  score: {d.score:.1f} (unmarked images score about 4-5.5; found needs {FOUND_SCORE:g}, "
             "less with a readable payload)"

@@ -190,14 +190,14 @@ def _make_badge(height: int, width: int) -> _Badge:
     scale = max(0.3, side / 1400)  # about 2.5% of the frame's height for the text
     thickness = 1
     font = cv2.FONT_HERSHEY_SIMPLEX
-    (text_w, text_h), baseline = cv2.getTextSize(BADGE_TEXT, font, scale, thickness)
+    up = 4  # drawn at 4x and shrunk: antialiased text and rounded corners
+    (text_w, text_h), baseline = cv2.getTextSize(BADGE_TEXT, font, scale * up, thickness * up)
+    text_w, text_h, baseline = -(-text_w // up), -(-text_h // up), -(-baseline // up)
     pad = max(3, round(text_h * 0.5))
     box_w, box_h = text_w + 2 * pad, text_h + baseline + 2 * pad
     margin = max(4, round(side * 0.015))
     box_w, box_h = min(box_w, width - margin), min(box_h, height - margin)
     y0, x0 = height - margin - box_h, width - margin - box_w
-    # Draw at 4x and shrink: antialiased text and rounded corners.
-    up = 4
     bg = np.zeros((box_h * up, box_w * up), np.uint8)
     radius = min(box_h * up // 2, 6 * up)
     cv2.rectangle(bg, (radius, 0), (box_w * up - radius, box_h * up), 255, -1)
@@ -308,7 +308,8 @@ class Detection:
     1 - the estimated chance that an unmarked image shows this much evidence (pilot peak, and the
     16-bit CRC when the payload decodes); only meaningful near 1 (unmarked images often reach
     0.9). score: the pilot's correlation peak in standard deviations over all shifts (unmarked
-    images: about 4-5.5; "found" needs 8, or 5.5 with a valid payload).
+    images: about 4-5.5; "found" needs 8, or 5.5 with a valid payload). false_alarm: that
+    estimated chance itself (1 - confidence, without the rounding).
     scale: the tile period found, relative to the image's shorter side / 4 (1.0 for an image that
     was only rescaled; about 1/0.95 for a 5% crop kept at its pixel size).
     """
@@ -318,6 +319,7 @@ class Detection:
     confidence: float
     score: float
     scale: float
+    false_alarm: float = 1.0
 
     @property
     def run_id(self) -> int | None:
@@ -329,7 +331,8 @@ class VideoDetection:
     """The watermark over a video's frames: found when any checked frame is marked.
 
     payload: the most common payload among the frames; confidence and score: the highest of any
-    frame; frames_found / frames_checked: how many of the checked frames carried the mark.
+    frame (false_alarm: the lowest); frames_found / frames_checked: how many of the checked frames
+    carried the mark.
     """
 
     found: bool
@@ -338,6 +341,7 @@ class VideoDetection:
     frames_found: int
     frames_checked: int
     score: float = 0.0
+    false_alarm: float = 1.0
 
 
 def _format_payload(run_id: int) -> str:
@@ -446,8 +450,8 @@ def detect(image: np.ndarray) -> Detection:
     p_pilot = _null_tail(best.score)
     if run_id is not None and best.score >= _Z_PAYLOAD:
         p_value = p_pilot * 2.0**-_CRC_BITS
-        return Detection(True, _format_payload(run_id), 1.0 - p_value, best.score, best.scale)
-    return Detection(best.score >= FOUND_SCORE, None, 1.0 - p_pilot, best.score, best.scale)
+        return Detection(True, _format_payload(run_id), 1.0 - p_value, best.score, best.scale, p_value)
+    return Detection(best.score >= FOUND_SCORE, None, 1.0 - p_pilot, best.score, best.scale, p_pilot)
 
 
 def detect_frames(frames: Iterable[np.ndarray], *, stop_after: int | None = None) -> VideoDetection:
@@ -457,12 +461,14 @@ def detect_frames(frames: Iterable[np.ndarray], *, stop_after: int | None = None
     """
     checked = found = 0
     confidence = score = 0.0
+    false_alarm = 1.0
     payloads: dict[str, int] = {}
     for frame in frames:
         result = detect(frame)
         checked += 1
         confidence = max(confidence, result.confidence)
         score = max(score, result.score)
+        false_alarm = min(false_alarm, result.false_alarm)
         if result.found:
             found += 1
             if result.payload is not None:
@@ -470,4 +476,4 @@ def detect_frames(frames: Iterable[np.ndarray], *, stop_after: int | None = None
                 if stop_after is not None and payloads[result.payload] >= stop_after:
                     break
     payload = max(payloads, key=lambda p: payloads[p]) if payloads else None
-    return VideoDetection(found > 0, payload, confidence, found, checked, score)
+    return VideoDetection(found > 0, payload, confidence, found, checked, score, false_alarm)
