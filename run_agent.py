@@ -1,4 +1,5 @@
-"""FlowVQ Agent command line: offline `animate`, `reenact` and `pose` (the live agent comes later)."""
+"""FlowVQ Agent command line: the live agent (the default: `run_agent.py [live] [options]`) and the
+offline `render`, `animate`, `reenact` and `pose`."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from agent.errors import AgentError
 from models.rig import EMOTIONS
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-NOT_YET = "the live agent is not implemented yet; try `run_agent.py animate` or `run_agent.py pose`"
+COMMANDS = ("live", "render", "animate", "reenact", "pose")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run_agent.py", description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("live", help="the live agent (the default when no command is given)")
+    _live_arguments(p)
     p = sub.add_parser("animate", help="render a coefficient .npz on a photo")
     p.add_argument("--image", type=Path, default=ASSETS / "portrait.png", help="source photo (%(default)s)")
     p.add_argument("--coeffs", type=Path, default=ASSETS / "demo_coeffs.npz", help="(%(default)s)")
@@ -85,7 +88,45 @@ def _verify(path: Path) -> int:
     return report.exit_code
 
 
+def _live_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", type=Path, default=ASSETS / "portrait.png", help="source photo (%(default)s)")
+    p.add_argument("--audio-source", default="mic", metavar="mic|file:PATH|webrtc",
+                   help="where the speech comes from (%(default)s)")  # fmt: skip
+    p.add_argument("--mic", default=None, help="microphone: index or part of its name (default device)")
+    p.add_argument("--virtualcam", action=argparse.BooleanOptionalAction, default=True,
+                   help="send the face to a virtual webcam when one exists (%(default)s)")  # fmt: skip
+    p.add_argument("--virtual-mic", action=argparse.BooleanOptionalAction, default=True,
+                   help="play the voice, in sync, into a virtual microphone (PulseAudio) (%(default)s)")  # fmt: skip
+    p.add_argument("--host", default="127.0.0.1", help="address of the page and websocket (%(default)s)")
+    p.add_argument("--port", type=int, default=8765, help="(%(default)s)")
+    p.add_argument("--token", default=None, help="required by clients as ?token=; needed off loopback")
+    p.add_argument("--ice-server", action="append", default=[], metavar="URL",
+                   help="STUN/TURN server for WebRTC (none unless given)")  # fmt: skip
+    p.add_argument("--emotion", choices=EMOTIONS, default="neutral")
+    p.add_argument("--intensity", type=float, default=0.8, help="in [0, 1] (%(default)s)")
+    p.add_argument("--size", type=int, default=512, help="output frame size in pixels (%(default)s)")
+    p.add_argument("--fps", type=int, default=25, help="frames per second (%(default)s; the FCG's rate)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="(%(default)s)")
+    p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
+    p.add_argument("--seed", type=int, default=0, help="different seeds: different blinks and head motion")
+
+
+def _run_live(args: argparse.Namespace) -> int:
+    from agent.live import LiveOptions, run_live
+
+    options = LiveOptions(
+        image=args.image, audio_source=args.audio_source, mic=args.mic, virtualcam=args.virtualcam,
+        virtual_mic=args.virtual_mic, host=args.host, port=args.port, token=args.token,
+        emotion=args.emotion, intensity=args.intensity, size=args.size, fps=args.fps, device=args.device,
+        duration_s=args.duration, seed=args.seed, ice_servers=tuple(args.ice_server),
+    )  # fmt: skip
+    return run_live(options)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["live", *argv]  # no command: the live agent
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "verify":
@@ -116,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.image, args.emotion, args.intensity, args.out, **angles, badge=args.badge
             )
         else:
-            print(NOT_YET, file=sys.stderr)
-            return 2
+            return _run_live(args)
     except AgentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Generic, TypeVar
 
-__all__ = ["DropOldestQueue", "LatestSlot"]
+__all__ = ["Broadcast", "DropOldestQueue", "LatestSlot"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -81,3 +81,36 @@ class LatestSlot(Generic[T]):
             self._taken = self._version
             assert self._item is not None
             return self._item
+
+
+class Broadcast(Generic[T]):
+    """Fan-out: every subscriber gets every item through its own ``DropOldestQueue``, so a slow
+    subscriber loses its own oldest items and never holds up the publisher or the others."""
+
+    def __init__(self, name: str = "broadcast") -> None:
+        self.name = name
+        self._subscribers: list[DropOldestQueue[T]] = []
+        self.dropped_gone = 0  # drops of subscribers that have left
+
+    def subscribe(self, maxsize: int = 2, name: str | None = None) -> DropOldestQueue[T]:
+        queue: DropOldestQueue[T] = DropOldestQueue(maxsize, name or f"{self.name} subscriber")
+        self._subscribers.append(queue)
+        return queue
+
+    def unsubscribe(self, queue: DropOldestQueue[T]) -> None:
+        if queue in self._subscribers:
+            self._subscribers.remove(queue)
+            self.dropped_gone += queue.dropped
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    @property
+    def dropped(self) -> int:
+        """Items dropped by slow subscribers, present and past."""
+        return self.dropped_gone + sum(q.dropped for q in self._subscribers)
+
+    def publish(self, item: T) -> None:
+        for queue in self._subscribers:
+            queue.put_nowait(item)

@@ -56,6 +56,12 @@ class SpeechDetector:
         self._voiced_run = 0
         self._silent_run = 0
 
+    @property
+    def onset_blocks(self) -> int:
+        """Voiced blocks in a row that start speech: when ``speaking`` turns on, the last this many
+        blocks were speech too."""
+        return self._onset
+
     def process(self, block: np.ndarray) -> bool:
         if block.dtype != np.int16:
             raise TypeError(f"expected int16 samples, got {block.dtype}")

@@ -230,5 +230,9 @@ def test_cli_pose_defaults_and_no_command(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(Path("out") / "pose.png")
     assert (tmp_path / "out" / "pose.png").is_file()
-    result = _cli(cwd=tmp_path)
-    assert result.returncode == 2 and "not implemented yet" in result.stderr and "animate" in result.stderr
+    # No command is the live agent; its options are checked before anything starts.
+    result = _cli("--audio-source", "speaker", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --audio-source must be mic, file:PATH or webrtc; got 'speaker'"
+    )
