@@ -265,7 +265,7 @@ def _tooth_row(
     pos = (ax - e[k]) / (e[k + 1] - e[k])  # 0..1 across the tooth
     c = 2.0 * pos - 1.0
     gap = np.clip((1.0 - np.abs(c)) / 0.1, 0.0, 1.0) ** 0.6
-    bright = (1.0 - 0.15 * c**4) * (0.78 + 0.22 * gap)
+    bright = (1.0 - 0.12 * c**4) * (0.84 + 0.16 * gap)
     length = _interp_len(ax, lengths) * (1.0 - 0.3 * c**8)  # corners of each crown rounded
     alpha = np.clip((length - vv) / 0.012, 0.0, 1.0) * np.clip((e[-1] - ax) / 0.02, 0.0, 1.0)
     return bright, alpha
@@ -299,9 +299,15 @@ def _teeth_colour(image: np.ndarray, lm: np.ndarray) -> np.ndarray:
     )
     luma = max(float(white @ np.array([0.299, 0.587, 0.114])), 1.0)
     tint = white / luma
-    ivory = np.array([1.0, 0.97, 0.9])
-    bright = float(np.clip(max(luma, 1.2 * skin_luma, 205.0), 0.0, 238.0))
-    return np.clip(bright * (0.9 * ivory + 0.1 * tint), 0, 245)
+    # Warm ivory, with a little of the skin's own hue (the photo's light and white balance): a
+    # neutral white beside warm skin reads blue-grey.
+    skin_rgb = np.median(image[y0:y1, x0:x1][mask].astype(np.float32), axis=0)
+    skin_tint = skin_rgb / max(float(skin_rgb @ np.array([0.299, 0.587, 0.114])), 1.0)
+    ivory = np.array([1.0, 0.95, 0.84])
+    colour = 0.78 * ivory + 0.17 * skin_tint + 0.05 * tint
+    colour /= float(colour @ np.array([0.299, 0.587, 0.114]))
+    bright = float(np.clip(max(luma, 1.3 * skin_luma, 215.0), 0.0, 235.0))
+    return np.clip(bright * colour, 0, 250)
 
 
 def _sample(tex: np.ndarray, sx: np.ndarray, v: np.ndarray, v_max: float, tex_h: int) -> np.ndarray:

@@ -2,6 +2,10 @@
 
 Every tile is the same square crop around the head, labelled on a dark strip, so tiles compare
 directly. Run from anywhere: `python scripts/contact_sheet.py [--image PATH] [--out docs/contact_sheet.png]`.
+
+`--expressions` writes the expression sheet instead (docs/expressions.png): every emotion at intensity
+1.0 on the bundled portrait and on a second real photo with glasses (matplotlib's grace_hopper.jpg),
+each with the expression texture layer off (wrinkle maps, rigid glasses) and on, side by side.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from models.landmarks import FaceLandmarker, load_image  # noqa: E402
-from models.meshwarp import MeshWarp  # noqa: E402
+from models.meshwarp import MeshWarp, MeshWarpConfig  # noqa: E402
 from models.rig import BLENDSHAPE_NAMES, EMOTIONS, FACE_OVAL, emotion_coefficients  # noqa: E402
 
 COLUMNS = 6
@@ -136,6 +140,99 @@ def build_sheet(frames: list[tuple[str, np.ndarray]], crop: tuple[int, int, int]
     )
 
 
+EXPRESSION_EMOTIONS = ("neutral", "happy", "sad", "surprised", "fear", "angry", "disgusted", "contempt")
+# The texture layer off: the same warp, mouth and eyes, without wrinkle maps and rigid glasses frames.
+LAYER_OFF = MeshWarpConfig(paint_wrinkles=False, rigid_glasses=False)
+
+
+def second_photo() -> Path:
+    """A second real portrait (older, glasses): matplotlib's sample photo of Grace Hopper."""
+    import matplotlib.cbook
+
+    return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+_BEFORE_SCRIPT = """
+import sys
+import numpy as np
+from models.meshwarp import MeshWarp
+from models.rig import emotion_coefficients
+data = np.load(sys.argv[1])
+warp = MeshWarp(data["image"], data["landmarks"])
+frames = [warp.render(emotion_coefficients(e, 1.0).astype(np.float64), np.zeros(6)) for e in sys.argv[3:]]
+np.save(sys.argv[2], np.stack(frames))
+"""
+
+
+def render_at_revision(rev: str, image: np.ndarray, landmarks: np.ndarray) -> list[np.ndarray]:
+    """Every EXPRESSION_EMOTIONS still rendered by the renderer and presets of git revision ``rev``."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", rev, "models"], check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        np.savez(Path(tmp) / "in.npz", image=image, landmarks=landmarks)
+        out = Path(tmp) / "out.npy"
+        subprocess.run(
+            [sys.executable, "-c", _BEFORE_SCRIPT, str(Path(tmp) / "in.npz"), str(out), *EXPRESSION_EMOTIONS],
+            cwd=tmp,
+            check=True,
+            env={**__import__("os").environ, "PYTHONPATH": tmp},
+        )
+        return list(np.load(out))
+
+
+def expression_rows(path: Path, before_rev: str | None = None) -> list[list[tuple[str, np.ndarray | None]]]:
+    """Rows of (label, cropped frame) for one photo: the texture layer off, then on; with
+    ``before_rev``, first the renderer and presets as they were at that git revision."""
+    from agent.commands import load_portrait  # aligns any photo the way `run_agent.py pose` does
+
+    src = load_portrait(path)
+    x0, y0, side = head_crop(src.landmarks, src.image.shape[1], src.image.shape[0])
+    side = int(side / CROP_SCALE * 1.25)  # tighter than the main sheet: expressions, not hair
+    oval = src.landmarks[list(FACE_OVAL), :2]
+    cx, cy = (oval.min(0) + oval.max(0)) / 2.0
+    x0 = int(np.clip(cx - side / 2, 0, src.image.shape[1] - side))
+    y0 = int(np.clip(cy - side / 2, 0, src.image.shape[0] - side))
+    on = MeshWarp(src.image, src.landmarks)
+    off = MeshWarp(src.image, src.landmarks, on.rig, LAYER_OFF)
+    rows: list[list[tuple[str, np.ndarray | None]]] = []
+    if before_rev is not None:
+        frames = render_at_revision(before_rev, src.image, src.landmarks)
+        rows.append([(f"before ({before_rev[:7]}):", None)] + [
+            (f"{e} (before)", f) for e, f in zip(EXPRESSION_EMOTIONS, frames, strict=True)
+        ])  # fmt: skip
+    for tag, warp in (("off", off), ("on", on)):
+        row: list[tuple[str, np.ndarray | None]] = [("wrinkles, rigid glasses " + tag + ":", None)]
+        for emotion in EXPRESSION_EMOTIONS:
+            exp = emotion_coefficients(emotion, 1.0).astype(np.float64)
+            row.append((f"{emotion} ({tag})", warp.render(exp, np.zeros(6))))
+        rows.append(row)
+    rows[0][0] = (f"{path.stem} photo", src.image)
+    return [
+        [(label, None if f is None else f[y0 : y0 + side, x0 : x0 + side]) for label, f in row]
+        for row in rows
+    ]
+
+
+def build_expression_sheet(rows: list[list[tuple[str, np.ndarray | None]]], tile_px: int) -> np.ndarray:
+    """Grid of labelled tiles, one row per list; a None frame is a blank tile."""
+    out = []
+    for row in rows:
+        cells = []
+        for label, crop in row:
+            if crop is None:
+                sub = np.full((tile_px, tile_px, 3), 24, dtype=np.uint8)
+            else:
+                sub = cv2.resize(crop, (tile_px, tile_px), interpolation=cv2.INTER_AREA)
+            cells.append(_label(sub, label))
+        out.append(np.concatenate(cells, axis=1))
+    return np.concatenate(out, axis=0)
+
+
 def _encode(sheet_rgb: np.ndarray) -> bytes:
     bgr = cv2.cvtColor(sheet_rgb, cv2.COLOR_RGB2BGR)
     ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 9])
@@ -147,12 +244,24 @@ def _encode(sheet_rgb: np.ndarray) -> bytes:
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", type=Path, default=ROOT / "assets" / "portrait.png")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "contact_sheet.png")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output PNG (docs/contact_sheet.png, or docs/expressions.png)"
+    )
     parser.add_argument("--tile", type=int, default=256, help="tile side, px (shrunk to fit --max-bytes)")
     parser.add_argument("--max-bytes", type=int, default=MAX_BYTES)
+    parser.add_argument(
+        "--expressions", action="store_true", help="write the expression sheet (layer off/on, two photos)"
+    )
+    parser.add_argument(
+        "--before-rev", default=None, help="with --expressions: also a row rendered by this git revision"
+    )
     args = parser.parse_args(argv)
     if args.tile < 32:
         parser.error(f"--tile must be >= 32 px, got {args.tile}")
+    if args.expressions:
+        out = args.out or ROOT / "docs" / "expressions.png"
+        return _write_expressions(args.image, out, args.tile, args.max_bytes, args.before_rev)
+    args.out = args.out or ROOT / "docs" / "contact_sheet.png"
 
     image = load_image(args.image)
     with FaceLandmarker() as lmk:
@@ -175,6 +284,20 @@ def main(argv: list[str] | None = None) -> Path:
         f"tile {tile_px} px, crop {crop[2]} px at ({crop[0]}, {crop[1]}), {len(data) / 1e6:.2f} MB)"
     )
     return args.out
+
+
+def _write_expressions(image: Path, out: Path, tile_px: int, max_bytes: int, before_rev: str | None) -> Path:
+    rows = expression_rows(image, before_rev) + expression_rows(second_photo(), before_rev)
+    while True:
+        sheet = build_expression_sheet(rows, tile_px)
+        data = _encode(sheet)
+        if len(data) <= max_bytes or tile_px <= 96:
+            break
+        tile_px = int(tile_px * 0.9)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    print(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]}, tile {tile_px} px, {len(data) / 1e6:.2f} MB)")
+    return out
 
 
 if __name__ == "__main__":
