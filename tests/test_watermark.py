@@ -171,6 +171,13 @@ def test_other_frame_sizes(clean: list[np.ndarray], size: tuple[int, int]) -> No
     assert not detect(frame).found
 
 
+def test_mirrored_self_view_is_found(marked: list[np.ndarray]) -> None:
+    # A call's self-view (and screen recordings of it) are mirrored.
+    for frame in marked[:3]:
+        result = detect(np.ascontiguousarray(frame[:, ::-1]))
+        assert result.found and result.payload == f"FlowVQ:{RUN_ID:06x}"
+
+
 def test_grey_and_rgba_inputs_are_read(marked: list[np.ndarray]) -> None:
     grey = cv2.cvtColor(marked[0], cv2.COLOR_RGB2GRAY)
     rgba = cv2.cvtColor(marked[0], cv2.COLOR_RGB2RGBA)
@@ -223,7 +230,8 @@ def test_verify_video_image_and_folder(
     assert report.found and report.exit_code == 0
     assert report.detection.payload == f"FlowVQ:{RUN_ID:06x}"
     assert report.detection.frames_found >= 10
-    assert not verify(clean_mp4).found and verify(clean_mp4).exit_code == 1
+    clean_report = verify(clean_mp4)
+    assert not clean_report.found and clean_report.exit_code == 1
 
     frames_dir = tmp_path / "captured"
     frames_dir.mkdir()
