@@ -1,14 +1,15 @@
 """Marks every generated frame as generated: an invisible watermark and a visible "AI-generated" badge.
 
 The invisible mark is a spread-spectrum pattern added to the luma (the same value to R, G and B, so
-colour is untouched). The pattern is one periodic 128x128 tile, repeated 4 times across the frame's shorter side, band-limited
-so that it survives H.264/VP8 at call bitrates and rescaling. It sums a pilot (detection and
-alignment) and 4 message patterns, each cyclically shifted against the pilot by one of 1,024 shifts:
-10 bits each, 40 in all, a 24-bit run id and a 16-bit CRC over the project tag and the run id.
-Detection normalizes local contrast, folds the image onto one tile (averaging the picture out),
-whitens it, finds the pilot by cyclic correlation (every shift at once, so crops do not matter) over
-a small search of scales (rescaled or cropped inputs), then reads each message pattern's shift
-relative to the pilot. Embedding is two saturating uint8 adds of a precomputed pattern.
+colour is untouched): one periodic 128x128 tile, repeated 4 times across the frame's shorter side,
+band-limited so that it survives H.264/VP8 at call bitrates and rescaling. It sums a pilot
+(detection and alignment) and 4 message patterns, each cyclically shifted against the pilot by one
+of 1,024 shifts: 10 bits each, 40 in all, a 24-bit run id and a 16-bit CRC over the project tag
+and the run id. Detection normalizes local contrast, folds the image onto one tile (averaging the
+picture out), whitens it, finds the pilot by cyclic correlation (every shift at once, so crops do
+not matter) over a small search of scales (rescaled or cropped inputs) and both mirror images,
+then reads each message pattern's shift relative to the pilot. Embedding is two saturating uint8
+adds of a precomputed pattern.
 
 The method and its seed are public: this marks honest use and catches careless misuse; it does not
 resist someone who studies this file and removes the pattern on purpose.
