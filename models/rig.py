@@ -706,9 +706,8 @@ _EMOTION_PROTOTYPES: dict[str, dict[str, float]] = {
               "mouthStretchLeft": 0.2, "mouthStretchRight": 0.2, "mouthDimpleLeft": 0.2, "mouthDimpleRight": 0.2},
     # AU1 + AU4 + AU15 + AU17: inner brows up and together, corners down, chin raised, gaze down
     "sad": {"browInnerUp": 1.0, "browDownLeft": 0.4, "browDownRight": 0.4, "mouthFrownLeft": 1.0,
-            "mouthFrownRight": 1.0, "mouthShrugLower": 0.6, "mouthPressLeft": 0.3, "mouthPressRight": 0.3,
-            "eyeLookDownLeft": 0.3, "eyeLookDownRight": 0.3, "eyeSquintLeft": 0.2, "eyeSquintRight": 0.2,
-            "eyeBlinkLeft": 0.12, "eyeBlinkRight": 0.12},
+            "mouthFrownRight": 1.0, "mouthShrugLower": 0.6, "eyeLookDownLeft": 0.35, "eyeLookDownRight": 0.35,
+            "eyeSquintLeft": 0.2, "eyeSquintRight": 0.2, "eyeBlinkLeft": 0.2, "eyeBlinkRight": 0.2},
     # AU1 + AU2 + AU5 + AU26: brows high, eyes wide (white above the iris), jaw dropped, round mouth
     "surprised": {"browInnerUp": 1.0, "browOuterUpLeft": 1.0, "browOuterUpRight": 1.0, "eyeWideLeft": 1.0,
                   "eyeWideRight": 1.0, "jawOpen": 0.95, "mouthFunnel": 0.35, "mouthLowerDownLeft": 0.2,

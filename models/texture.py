@@ -150,8 +150,13 @@ class MouthLayer:
         """Paint the interior inside the target inner-lip contour of frame (in place)."""
         up = lm[list(UPPER_INNER_LIP), :2]
         lo = lm[list(LOWER_INNER_LIP), :2]
+        self._paint_interior(frame, lm, exp, up, lo)
         if self.uses_photo_teeth:
-            self._paint_seam(frame, up, lo)
+            self._paint_seam(frame, up, lo, _iod(lm))
+
+    def _paint_interior(
+        self, frame: np.ndarray, lm: np.ndarray, exp: np.ndarray, up: np.ndarray, lo: np.ndarray
+    ) -> None:
         if float((lo[1:-1, 1] - up[1:-1, 1]).max()) < 0.6:
             return
         poly = np.concatenate([up, lo[::-1][1:-1]])
@@ -218,14 +223,17 @@ class MouthLayer:
         m = mask[..., None]
         frame[y0:y1, x0:x1] = np.clip(region * (1 - m) + out * m, 0, 255).astype(np.uint8)
 
-    def _paint_seam(self, frame: np.ndarray, up: np.ndarray, lo: np.ndarray) -> None:
-        """Where the lips meet, a soft anti-aliased seam in the lips' shadow colour hides the
-        stair-stepped line the warp leaves along the collapsed opening."""
+    def _paint_seam(self, frame: np.ndarray, up: np.ndarray, lo: np.ndarray, iod: float) -> None:
+        """Where the lips (nearly) meet, a soft anti-aliased seam in the lips' shadow colour hides
+        the stair-stepped line and the sliver of the photo's teeth the warp leaves there."""
         mid = 0.5 * (up + lo)
-        # Lips pressed past each other (negative gap) are closed too.
-        closed = np.clip(1.5 - (lo[:, 1] - up[:, 1]), 0.0, 1.0)
+        # Closed as far as the interior shows no teeth (see _paint_interior); lips pressed past
+        # each other (negative gap) are closed too.
+        gap = lo[:, 1] - up[:, 1]
+        closed = np.clip(1.0 - (gap / iod - 0.025) / 0.035, 0.0, 1.0)
         if closed.max() <= 0.0:
             return
+        band = 4 + int(round(float(np.clip(gap[closed > 0.5], 0.0, None).max(initial=0.0))))
         x0, y0, x1, y1 = _box(mid, 3, frame.shape[1], frame.shape[0])
         if x1 <= x0 or y1 <= y0:
             return
@@ -235,7 +243,7 @@ class MouthLayer:
         weight = np.interp(xs, mid[:, 0], closed)[None, :]
         region = frame[y0:y1, x0:x1].astype(np.float32)
         # A band of lip colour over the remnants, then a thin shadow line where the lips meet.
-        for width, rgb, alpha in ((4, self.lip_rgb * 0.9, 0.9), (1, self.lip_rgb * 0.5, 0.8)):
+        for width, rgb, alpha in ((band, self.lip_rgb * 0.9, 0.9), (1, self.lip_rgb * 0.5, 0.8)):
             mask = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
             cv2.polylines(mask, [pts], False, 255, width, cv2.LINE_AA, _SHIFT)
             a = (cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 0.6) * weight * alpha)[..., None]
