@@ -244,7 +244,7 @@ def evaluate(checkpoint: Path, out: Path, *, seeds: int = 5, quick: bool = False
         with FaceLandmarker(video=True) as fl_gen, FaceLandmarker(video=True) as fl_gt:
             for k, c in enumerate(clips):
                 t0 = time.monotonic()
-                keep = tuple(np.linspace(5, len(c.exp) - 5, 5).astype(int)) if k == 0 else ()
+                keep = tuple(np.linspace(5, len(c.exp) - 5, 5).astype(int)) if k == _shown(clips)[0] else ()
                 tg, tt, ts, kept = _render_clip(warp, c, gens[k][0], fl_gen, fl_gt, still, keep)
                 tracks[pname].append((tg, tt, ts))
                 if kept:
@@ -538,7 +538,7 @@ def _plots(out: Path, clips: list[Clip], gens: list[list[tuple[np.ndarray, np.nd
 
     # 1. Mouth aperture against the speech envelope, one clip per voice, on the bundled portrait.
     pname = next(iter(tracks))
-    picks = list(range(min(3, len(clips))))
+    picks = _shown(clips)
     fig, axes = plt.subplots(len(picks), 1, figsize=(10, 2.3 * len(picks)), squeeze=False)
     for ax, k in zip(axes[:, 0], picks, strict=True):
         tg, tt, _ = tracks[pname][k]
@@ -563,7 +563,7 @@ def _plots(out: Path, clips: list[Clip], gens: list[list[tuple[np.ndarray, np.nd
     plt.close(fig)
 
     # 2. Pose traces: ground truth and three seeds of one clip.
-    k = 0
+    k = picks[0]
     fig, axes = plt.subplots(1, 3, figsize=(12, 2.8))
     for j, (ax, name) in enumerate(zip(axes, ("yaw", "pitch", "roll"), strict=True)):
         t = np.arange(len(clips[k].pose)) / FPS
@@ -596,17 +596,32 @@ def _plots(out: Path, clips: list[Clip], gens: list[list[tuple[np.ndarray, np.nd
     fig.savefig(out / "blinks.png", dpi=70)
     plt.close(fig)
 
-    # 4. A strip of frames, the face cropped: FCG over ground truth, both photos, first clip.
+    # 4. A strip of frames, the face cropped: FCG over ground truth, both photos, the first shown clip.
+    from PIL import Image
+
     rows = []
     for kept in strip.values():
-        for i in (0, 1):
-            tiles = [
-                cv2.resize(f[i][128:416, 112:400], (112, 112), interpolation=cv2.INTER_AREA) for f in kept
-            ]
-            rows.append(np.concatenate(tiles, axis=1))
+        for i, label in ((0, "FCG"), (1, "truth")):
+            tiles = [cv2.resize(f[i][128:416, 112:400], (96, 96), interpolation=cv2.INTER_AREA) for f in kept]
+            row = np.concatenate(tiles, axis=1)
+            cv2.putText(row, label, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 0), 1, cv2.LINE_AA)
+            rows.append(row)
     if rows:
-        img = np.concatenate(rows, axis=0)
-        cv2.imwrite(str(out / "frames.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        # 256 colours keep the committed PNG small.
+        Image.fromarray(np.concatenate(rows, axis=0)).quantize(256).save(out / "frames.png", optimize=True)
+
+
+def _shown(clips: list[Clip]) -> list[int]:
+    """Clips drawn in the plots: one per voice with different emotions (happy, neutral, sad) when present."""
+    wanted = [("happy", 1), ("neutral", 0), ("sad", 2)]
+    voices = list(dict.fromkeys(c.voice.split("@")[0] for c in clips))
+    picks = []
+    for emotion, v in wanted:
+        for k, c in enumerate(clips):
+            if c.emotion == emotion and voices.index(c.voice.split("@")[0]) == v % len(voices):
+                picks.append(k)
+                break
+    return picks or list(range(min(3, len(clips))))
 
 
 # --- ablations --------------------------------------------------------------------------------
@@ -684,7 +699,7 @@ def ablations(
     t_start = time.monotonic()
     torch.set_num_threads(1)
     train_path, val_path = _ablation_data(data_dir, minutes)
-    clips = test_set()[:2] if quick else test_set()
+    clips = test_set(("neutral",))[:2] if quick else test_set()
     variants = dict(list(ABLATIONS.items())[:2]) if quick else ABLATIONS
     from models.landmarks import load_image
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
@@ -221,3 +223,49 @@ def test_seed_diversity() -> None:
     assert seed_diversity(np.stack([x + 0.2, x - 0.2])) == pytest.approx(0.2)
     with pytest.raises(ValueError):
         seed_diversity(x[None])
+
+
+# --- the evaluation command -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    __import__("shutil").which("flite") is None
+    or __import__("importlib").util.find_spec("pocketsphinx") is None,
+    reason="the held-out test voices need flite and pocketsphinx (setup.sh installs them)",
+)
+def test_evaluate_command_quick(tmp_path: Path) -> None:
+    """bench.evaluate --quick: two clips through render, landmarks and every metric; table, JSON, plots."""
+    import json
+
+    from bench.evaluate import main
+
+    main(["--quick", "--out", str(tmp_path), "--seeds", "2"])
+    r = json.loads((tmp_path / "results.json").read_text())
+    p = r["pooled"]
+    assert 0.5 < p["ssim"]["gen"] < 1.0 and p["m_lmd"]["gen"] > 0
+    assert p["blinks_per_min"]["still"] == 0 and r["pose"]["rot_std_deg_still"] == 0
+    assert "not measured" in r["identity"] or "importable" in r["identity"]
+    for png in ("sync.png", "pose.png", "blinks.png", "frames.png"):
+        assert (tmp_path / png).stat().st_size > 5000
+    assert "| SSIM" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    __import__("shutil").which("espeak-ng") is None
+    or __import__("importlib").util.find_spec("pocketsphinx") is None,
+    reason="espeak-ng and pocketsphinx make the training data (setup.sh installs them)",
+)
+def test_ablations_command_quick(tmp_path: Path) -> None:
+    """--ablations --quick: two variants trained 2 steps on 0.3 min of speech, measured, tabulated."""
+    import json
+
+    from bench.evaluate import main
+
+    main(["--ablations", "--quick", "--steps", "2", "--data-minutes", "0.3", "--data", str(tmp_path / "d"),
+          "--out", str(tmp_path / "out")])  # fmt: skip
+    rows = json.loads((tmp_path / "out" / "ablations.json").read_text())["rows"]
+    assert "without data dropout" in rows and "baseline, temperature 0.0" in rows
+    assert rows["baseline, temperature 0.0"]["diversity_exp"] == 0.0  # no noise, every seed the same
+    assert rows["without data dropout"]["diversity_exp"] > 0.0
