@@ -583,19 +583,21 @@ class GlassesLayer:
         k = max(int(0.04 * iod), 1)
         eyes = cv2.dilate(eyes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
         not_skin &= 1 - eyes
-        # The bridge strip: between the inner eye corners, from above the brows down to the nose.
+        # The bridge strip: between the inner eye corners, from below the inner ends of the brows
+        # (brows that nearly meet, or their shadow, are no bridge) down to the nose.
         bx0 = int(round(0.65 * lm[133, 0] + 0.35 * lm[362, 0])) - x0
         bx1 = int(round(0.35 * lm[133, 0] + 0.65 * lm[362, 0])) - x0
+        by0 = int(round(max(lm[55, 1], lm[285, 1]) + 0.03 * iod)) - y0
         by1 = int(round(lm[6, 1])) - y0
-        strip = not_skin[:by1, bx0:bx1]
+        strip = not_skin[max(by0, 0) : by1, bx0:bx1]
         if strip.size == 0 or float(strip.mean(1).max()) < 0.6:
             return None
         # Frames are one object, but thin or translucent parts break it into pieces: join pieces
         # a few pixels apart, keep what is joined to the bridge.
-        j = max(int(0.03 * iod), 1)
+        j = max(int(0.06 * iod), 1)
         joined = cv2.dilate(not_skin, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * j + 1, 2 * j + 1)))
         _, labels = cv2.connectedComponents(joined, connectivity=8)
-        crossing = np.unique(labels[:by1, bx0:bx1][strip.astype(bool)])
+        crossing = np.unique(labels[max(by0, 0) : by1, bx0:bx1][strip.astype(bool)])
         crossing = crossing[crossing > 0]
         # Only what is clearly not skin is frame (translucent rims over skin may bend a little).
         # Frame is what is far darker than the skin (brows and skin shadows are not) or far from it
