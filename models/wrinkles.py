@@ -316,15 +316,17 @@ def _layout(canvas: _Canvas, fr: _Frame, lm: np.ndarray) -> dict[str, tuple[np.n
     u_inner = 0.5 * float(uv[285, 0] - uv[55, 0])
     for sign, name in ((1.0, "glabella_L"), (-1.0, "glabella_R")):
         g = np.zeros(canvas.shape, dtype=np.float32)
-        for du, depth, sigma in ((0.42, 0.24, 0.016), (0.85, 0.12, 0.014)):
+        # One deep fold per side and a faint shorter one outside it; the two sides differ a
+        # little (a face is never symmetric), each fold bows outwards and deepens towards the brow.
+        for du, depth, sigma, top in ((0.4 + 0.05 * sign, 0.24, 0.02, 0.14), (0.95, 0.08, 0.016, 0.06)):
             x = sign * u_inner * du
             seg = _bezier(
-                np.array([x, v_inner_lo + 0.02]),
-                np.array([x * 1.08, 0.5 * (v_inner_lo + v_inner_up) - 0.04]),
-                np.array([x * 0.85, v_inner_up - 0.12]),
-                10,
+                np.array([x, v_inner_lo + 0.03]),
+                np.array([x * 1.12, 0.5 * (v_inner_lo + v_inner_up) - 0.03]),
+                np.array([x * 0.9, v_inner_up - top]),
+                12,
             )
-            g += canvas.groove(seg, sigma, depth, 0.08, np.array([sign, 0.0]), 0.35)
+            g += canvas.groove(seg, sigma, depth, 0.09, np.array([sign, 0.0]), 0.45)
         root = np.stack([np.linspace(0.0, sign * u_inner * 0.6, 6), np.full(6, uv[168, 1] - 0.02)], 1)
         g += canvas.groove(root, 0.012, 0.12, 0.05, down, 0.5)
         poly = np.array([[0.0, v_inner_up - 0.3], [sign * u_inner * 1.1, v_inner_up - 0.3],
