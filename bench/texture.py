@@ -17,6 +17,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
@@ -44,15 +45,21 @@ def emotion_sequence(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(exp, 0.0, 1.0), pose
 
 
-def _median_ms(fn, frames: list[tuple[np.ndarray, np.ndarray]]) -> float:  # noqa: ANN001
+def _interleaved_medians(
+    fns: dict[str, Callable[[np.ndarray, np.ndarray], object]], frames: list[tuple[np.ndarray, np.ndarray]]
+) -> dict[str, float]:
+    """Median ms per frame of each function, timed round-robin frame by frame so that load from
+    other processes on a shared machine falls on all of them alike."""
     for e, p in frames[:WARMUP_FRAMES]:
-        fn(e, p)
-    times = []
+        for fn in fns.values():
+            fn(e, p)
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for e, p in frames:
-        t0 = time.perf_counter_ns()
-        fn(e, p)
-        times.append((time.perf_counter_ns() - t0) / 1e6)
-    return float(np.median(times))
+        for name, fn in fns.items():
+            t0 = time.perf_counter_ns()
+            fn(e, p)
+            times[name].append((time.perf_counter_ns() - t0) / 1e6)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def run(image_path: Path, n: int) -> list[tuple[str, float]]:
@@ -64,26 +71,29 @@ def run(image_path: Path, n: int) -> list[tuple[str, float]]:
     rig = Rig(lm)
     exp, pose = emotion_sequence(n)
     frames = list(zip(exp, pose, strict=True))
-    bare = MeshWarp(image, lm, rig, MeshWarpConfig(paint_mouth=False, paint_eyes=False, paint_wrinkles=False))
+    off = MeshWarpConfig(paint_mouth=False, paint_eyes=False, paint_wrinkles=False, rigid_glasses=False)
+    bare = MeshWarp(image, lm, rig, off)
     full = MeshWarp(image, lm, rig)
-    no_wrinkles = MeshWarp(image, lm, rig, MeshWarpConfig(paint_wrinkles=False))
-    rows = [
-        ("render, warp only (no texture layer)", _median_ms(bare.render, frames)),
-        ("render, mouth + eyes (no wrinkles)", _median_ms(no_wrinkles.render, frames)),
-        ("render, full texture layer", _median_ms(full.render, frames)),
-    ]
+    no_wrinkles = MeshWarp(image, lm, rig, MeshWarpConfig(paint_wrinkles=False, rigid_glasses=False))
     assert full.wrinkles is not None and full.mouth is not None
     wl, mouth = full.wrinkles, full.mouth
-    rows.append(("  wrinkles.apply", _median_ms(lambda e, p: wl.apply(e), frames)))
-    lms = {i: full.rig.landmarks(e, p) for i, (e, p) in enumerate(frames)}
+    lms = [full.rig.landmarks(e, p) for e, p in frames]
     base = bare.render(frames[0][0], frames[0][1])
-    it = iter(range(10**9))
-
-    def paint_mouth(e: np.ndarray, p: np.ndarray) -> None:
-        mouth.paint(base.copy(), lms[next(it) % len(frames)], e)
-
-    rows.append(("  mouth.paint (incl. a frame copy)", _median_ms(paint_mouth, frames)))
-    return rows
+    index = {id(e): i for i, (e, _) in enumerate(frames)}
+    fns: dict[str, Callable[[np.ndarray, np.ndarray], object]] = {
+        "render, warp only (no texture layer)": bare.render,
+        "render, mouth + eyes (no wrinkles, no rigid glasses)": no_wrinkles.render,
+        "render, full texture layer": full.render,
+        "  wrinkles.apply": lambda e, p: wl.apply(e),
+        "  mouth.paint (incl. a frame copy)": lambda e, p: mouth.paint(base.copy(), lms[index[id(e)]], e),
+    }
+    if full.glasses is not None:
+        glasses = full.glasses
+        rest = full.rig.landmarks(np.zeros_like(frames[0][0]), np.zeros(6))
+        fns["  glasses.paint (incl. a frame copy)"] = lambda e, p: glasses.paint(
+            base.copy(), rest, full.rig.landmarks(np.zeros_like(e), p)
+        )
+    return list(_interleaved_medians(fns, frames).items())
 
 
 def format_table(rows: list[tuple[str, float]]) -> str:

@@ -5,7 +5,9 @@ directly. Run from anywhere: `python scripts/contact_sheet.py [--image PATH] [--
 
 `--expressions` writes the expression sheet instead (docs/expressions.png): every emotion at intensity
 1.0 on the bundled portrait and on a second real photo with glasses (matplotlib's grace_hopper.jpg),
-each with the expression texture layer off (wrinkle maps, rigid glasses) and on, side by side.
+one row with the expression texture layer off (wrinkle maps, rigid glasses) and one with it on; with
+`--before-rev REV` the first row is rendered by the renderer and presets of git revision REV instead
+(the README's sheet: `--expressions --before-rev b5f193a`, the commit before issue 3).
 """
 
 from __future__ import annotations
@@ -186,8 +188,8 @@ def render_at_revision(rev: str, image: np.ndarray, landmarks: np.ndarray) -> li
 
 
 def expression_rows(path: Path, before_rev: str | None = None) -> list[list[tuple[str, np.ndarray | None]]]:
-    """Rows of (label, cropped frame) for one photo: the texture layer off, then on; with
-    ``before_rev``, first the renderer and presets as they were at that git revision."""
+    """Rows of (label, cropped frame) for one photo, the photo itself first: the texture layer off,
+    then on; with ``before_rev``, the renderer and presets of that git revision, then today's."""
     from agent.commands import load_portrait  # aligns any photo the way `run_agent.py pose` does
 
     src = load_portrait(path)
@@ -202,11 +204,14 @@ def expression_rows(path: Path, before_rev: str | None = None) -> list[list[tupl
     rows: list[list[tuple[str, np.ndarray | None]]] = []
     if before_rev is not None:
         frames = render_at_revision(before_rev, src.image, src.landmarks)
-        rows.append([(f"before ({before_rev[:7]}):", None)] + [
-            (f"{e} (before)", f) for e, f in zip(EXPRESSION_EMOTIONS, frames, strict=True)
-        ])  # fmt: skip
-    for tag, warp in (("off", off), ("on", on)):
-        row: list[tuple[str, np.ndarray | None]] = [("wrinkles, rigid glasses " + tag + ":", None)]
+        rows.append(
+            [("", None)] + [(f"{e} (before)", f) for e, f in zip(EXPRESSION_EMOTIONS, frames, strict=True)]
+        )
+        warps = (("now", on),)
+    else:
+        warps = (("layer off", off), ("layer on", on))
+    for tag, warp in warps:
+        row: list[tuple[str, np.ndarray | None]] = [("", None)]
         for emotion in EXPRESSION_EMOTIONS:
             exp = emotion_coefficients(emotion, 1.0).astype(np.float64)
             row.append((f"{emotion} ({tag})", warp.render(exp, np.zeros(6))))
