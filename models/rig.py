@@ -705,19 +705,20 @@ _EMOTION_PROTOTYPES: dict[str, dict[str, float]] = {
               "mouthUpperUpRight": 0.4, "mouthLowerDownLeft": 0.35, "mouthLowerDownRight": 0.35,
               "mouthStretchLeft": 0.2, "mouthStretchRight": 0.2, "mouthDimpleLeft": 0.2, "mouthDimpleRight": 0.2},
     # AU1 + AU4 + AU15 + AU17: inner brows up and together, corners down, chin raised, gaze down
-    "sad": {"browInnerUp": 1.0, "browDownLeft": 0.4, "browDownRight": 0.4, "mouthFrownLeft": 1.0,
-            "mouthFrownRight": 1.0, "mouthShrugLower": 0.6, "eyeLookDownLeft": 0.35, "eyeLookDownRight": 0.35,
-            "eyeSquintLeft": 0.2, "eyeSquintRight": 0.2, "eyeBlinkLeft": 0.2, "eyeBlinkRight": 0.2},
+    "sad": {"browInnerUp": 1.0, "browDownLeft": 0.45, "browDownRight": 0.45, "mouthFrownLeft": 1.0,
+            "mouthFrownRight": 1.0, "mouthShrugLower": 0.75, "mouthStretchLeft": 0.3, "mouthStretchRight": 0.3,
+            "eyeLookDownLeft": 0.35, "eyeLookDownRight": 0.35, "eyeSquintLeft": 0.2, "eyeSquintRight": 0.2,
+            "eyeBlinkLeft": 0.2, "eyeBlinkRight": 0.2},
     # AU1 + AU2 + AU5 + AU26: brows high, eyes wide (white above the iris), jaw dropped, round mouth
     "surprised": {"browInnerUp": 1.0, "browOuterUpLeft": 1.0, "browOuterUpRight": 1.0, "eyeWideLeft": 1.0,
                   "eyeWideRight": 1.0, "jawOpen": 0.95, "mouthFunnel": 0.35, "mouthLowerDownLeft": 0.2,
                   "mouthLowerDownRight": 0.2},
     # AU1 + AU2 + AU4 + AU5 + AU20 + AU25: brows up and drawn together, eyes wide, lips stretched
     # sideways over both rows of teeth
-    "fear": {"browInnerUp": 1.0, "browOuterUpLeft": 0.5, "browOuterUpRight": 0.5, "browDownLeft": 0.35,
-             "browDownRight": 0.35, "eyeWideLeft": 1.0, "eyeWideRight": 1.0, "mouthStretchLeft": 1.0,
-             "mouthStretchRight": 1.0, "jawOpen": 0.35, "mouthLowerDownLeft": 0.55, "mouthLowerDownRight": 0.55,
-             "mouthUpperUpLeft": 0.25, "mouthUpperUpRight": 0.25},
+    "fear": {"browInnerUp": 1.0, "browOuterUpLeft": 0.45, "browOuterUpRight": 0.45, "browDownLeft": 0.4,
+             "browDownRight": 0.4, "eyeWideLeft": 1.0, "eyeWideRight": 1.0, "mouthStretchLeft": 1.0,
+             "mouthStretchRight": 1.0, "jawOpen": 0.2, "mouthLowerDownLeft": 0.6, "mouthLowerDownRight": 0.6,
+             "mouthUpperUpLeft": 0.3, "mouthUpperUpRight": 0.3},
     # AU4 + AU5 + AU7 + AU10 + AU25: brows down and together, glaring narrowed eyes, upper teeth bared
     "angry": {"browDownLeft": 1.0, "browDownRight": 1.0, "eyeSquintLeft": 0.55, "eyeSquintRight": 0.55,
               "eyeWideLeft": 0.35, "eyeWideRight": 0.35, "noseSneerLeft": 0.45, "noseSneerRight": 0.45,
