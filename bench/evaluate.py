@@ -298,7 +298,7 @@ def _image_metrics(
         env = speech_envelope(c.audio, n)
         ap_g, ap_t = mouth_aperture(lg), mouth_aperture(lt)
         apertures.append((ap_g, ap_t, env))
-        r = np.corrcoef(ap_g, ap_t)[0, 1] if ap_g.std() > 0 and ap_t.std() > 0 else 0.0
+        r = np.corrcoef(ap_g, ap_t)[0, 1] if np.ptp(ap_g) > 0 and np.ptp(ap_t) > 0 else 0.0
         acc["aperture_r_gen"].append(float(r) * n)
         for key, ap in (("gen", ap_g), ("gt", ap_t), ("still", mouth_aperture(ls))):
             s = av_sync(ap, env)
@@ -667,7 +667,7 @@ def _coeff_metrics(
         # Mouth and eyes without head motion, so only the expression speaks.
         ag = mouth_aperture(np.stack([rig.landmarks(x, zero) for x in e]))
         at = mouth_aperture(np.stack([rig.landmarks(x, zero) for x in c.exp[:n]]))
-        ap_r.append((np.corrcoef(ag, at)[0, 1] if ag.std() > 0 else 0.0) * n)
+        ap_r.append((np.corrcoef(ag, at)[0, 1] if np.ptp(ag) > 0 and np.ptp(at) > 0 else 0.0) * n)
         s = av_sync(ag, speech_envelope(c.audio, n))
         offsets.append(s.offset)
         confs.append(s.confidence)

@@ -339,7 +339,8 @@ class SyncResult(NamedTuple):
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 3 or a.std() == 0 or b.std() == 0:
+    # ptp, not std: the std of a constant float array can come out as 1e-17 instead of 0.
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return 0.0
     return float(np.corrcoef(a, b)[0, 1])
 

@@ -198,6 +198,9 @@ def test_sync_offset_of_a_mouth_shifted_by_k_frames_is_k(k: int) -> None:
     # A mouth that ignores the sound gives a low confidence.
     other = np.abs(gaussian_filter1d(np.random.default_rng(6).normal(size=220), 2.0))
     assert av_sync(other, env[20:-20]).confidence < 0.3
+    # A still mouth has no offset to find: every score is 0, the offset 0, the confidence 0.
+    still = av_sync(np.full(220, 0.0371), env[20:-20])
+    assert still.offset == 0 and still.confidence == 0.0
 
 
 def test_speech_envelope_and_mouth_aperture(face: np.ndarray) -> None:
