@@ -487,7 +487,13 @@ class EyeLayer:
         if closure < 0.15:
             return
         top = up_open - [0.0, 0.25 * eye_h]
-        poly = np.concatenate([top, up_t[::-1]])
+        # A (nearly) closed eye: the lid reaches down to the lower lid, covering the sliver of white
+        # the warp leaves between them, and the lashes lie along the line where the lids meet.
+        lo_t = lm[list(self.lower), :2]
+        shut = float(np.clip((closure - 0.6) / 0.3, 0.0, 1.0))
+        edge = up_t.copy()
+        edge[:, 1] += np.clip(lo_t[:, 1] - up_t[:, 1], 0.0, None) * shut
+        poly = np.concatenate([top, (edge + [0.0, (0.6 + 0.12 * eye_h) * shut])[::-1]])
         x0, y0, x1, y1 = _box(poly, 3, frame.shape[1], frame.shape[0])
         if x1 <= x0 or y1 <= y0:
             return
@@ -496,14 +502,14 @@ class EyeLayer:
         region = frame[y0:y1, x0:x1].astype(np.float32)
         # Keep a little of the warped texture for grain; the lid darkens towards its rim.
         yy = np.arange(y0, y1, dtype=np.float32)[:, None]
-        rim = np.clip((yy - np.interp(np.arange(x0, x1), up_t[:, 0], up_t[:, 1])[None, :] + 0.3 * eye_h)
+        rim = np.clip((yy - np.interp(np.arange(x0, x1), edge[:, 0], edge[:, 1])[None, :] + 0.3 * eye_h)
                       / (0.3 * eye_h), 0.0, 1.0)  # fmt: skip
         lid = self.lid_rgb * (1.0 - 0.18 * rim)[..., None]
         a = (mask * min(1.0, (closure - 0.15) / 0.35) * 0.85)[..., None]
         out = region * (1 - a) + (0.75 * lid + 0.25 * region) * a
         frame[y0:y1, x0:x1] = np.clip(out, 0, 255).astype(np.uint8)
         # Lashes along the lid's edge.
-        pts = np.round(up_t * (1 << _SHIFT)).astype(np.int32)
+        pts = np.round(edge * (1 << _SHIFT)).astype(np.int32)
         thick = max(int(round(0.12 * eye_h)), 1)
         lash = frame.copy()
         cv2.polylines(lash, [pts], False, [float(c) for c in self.lash_rgb], thick, cv2.LINE_AA, _SHIFT)
