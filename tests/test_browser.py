@@ -205,13 +205,14 @@ def test_page_plays_webrtc_video_and_steers_emotion(agent, tmp_path: Path) -> No
             )
             blendshapes = np.asarray(page.evaluate("() => window.__blendshapes"))
 
-            # 3. The intensity slider and a bad request (its error shown on the page, state unchanged).
+            # 3. The intensity slider, and a refused request through the page's control path: the error
+            # is shown, nothing changes, and no unhandled rejection reaches the console.
             page.locator("#intensity").fill("0.3")
             page.wait_for_function(
                 "() => document.getElementById('st-emotion').textContent === 'happy 0.30'", timeout=15_000
             )
             assert live.control.intensity == pytest.approx(0.3)
-            page.evaluate("() => send({ type: 'set_emotion', emotion: 'giddy' }).catch(() => {})")
+            page.evaluate("() => request({ type: 'set_emotion', emotion: 'giddy' })")
             page.wait_for_function("() => document.getElementById('log').textContent !== ''", timeout=15_000)
             assert page.inner_text("#log").startswith("bad_request: unknown emotion 'giddy'")
             assert (live.control.emotion, live.control.intensity) == ("happy", pytest.approx(0.3))
