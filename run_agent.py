@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--audio", type=Path, default=None, help="audio file to mux in (optional)")
     p.add_argument("--out", type=Path, default=Path("out/demo.mp4"), help="output .mp4 (%(default)s)")
     _badge_argument(p)
+    _vqig_arguments(p)
     p = sub.add_parser("reenact", help="drive a photo with the face in a video")
     p.add_argument("--image", type=Path, default=ASSETS / "portrait.png", help="source photo (%(default)s)")
     p.add_argument("--driving", type=Path, required=True, help="video of a face to copy")
@@ -34,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--coeffs-out", type=Path, default=None, help="also save the tracked coefficients (.npz)")
     p.add_argument("--no-audio", dest="keep_audio", action="store_false", help="drop the driving audio")
     _badge_argument(p)
+    _vqig_arguments(p)
     p = sub.add_parser("render", help="speech -> talking face video (FCG + MeshWarp)")
     p.add_argument("--image", type=Path, default=ASSETS / "portrait.png", help="source photo (%(default)s)")
     p.add_argument(
@@ -49,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--emotion-reference", type=Path, default=None, help="carry over this photo's expression")
     _badge_argument(p)
+    _vqig_arguments(p)
     p = sub.add_parser("pose", help="render one still with an emotion and a head pose")
     p.add_argument("--image", type=Path, default=ASSETS / "portrait.png", help="source photo (%(default)s)")
     p.add_argument("--emotion", choices=EMOTIONS, default="happy")
@@ -67,6 +70,33 @@ def _parser() -> argparse.ArgumentParser:
 def _badge_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-badge", dest="badge", action="store_false",
                    help='leave out the visible "AI-generated" badge (the invisible watermark stays)')  # fmt: skip
+
+
+def _vqig_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--vqig",
+        type=Path,
+        default=None,
+        metavar="CHECKPOINT",
+        help="refine MeshWarp's frames with this VQIG checkpoint (python -m models.train_vqig)",
+    )
+    p.add_argument(
+        "--fidelity",
+        type=float,
+        default=0.5,
+        metavar="W",
+        help="VQIG w in [0, 1]: 0 favours the codebook's quality, 1 fidelity to the warp (%(default)s)",
+    )
+    p.add_argument(
+        "--vqig-compile",
+        choices=("auto", "tensorrt", "inductor", "none"),
+        default="auto",
+        help="VQIG compile path; a missing backend falls back to the next (%(default)s)",
+    )
+
+
+def _vqig(args: argparse.Namespace) -> dict[str, object]:
+    return {"vqig": args.vqig, "fidelity": args.fidelity, "vqig_compile": args.vqig_compile}
 
 
 NO_BADGE_REMINDER = (
@@ -135,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         print(NO_BADGE_REMINDER, file=sys.stderr)
     try:
         if args.command == "animate":
-            out = commands.animate(args.image, args.coeffs, args.out, audio=args.audio, badge=args.badge)
+            out = commands.animate(
+                args.image, args.coeffs, args.out, audio=args.audio, badge=args.badge, **_vqig(args)
+            )
         elif args.command == "reenact":
             out = commands.reenact(
                 args.image,
@@ -144,12 +176,13 @@ def main(argv: list[str] | None = None) -> int:
                 coeffs_out=args.coeffs_out,
                 keep_audio=args.keep_audio,
                 badge=args.badge,
+                **_vqig(args),
             )
         elif args.command == "render":
             out = commands.render(
                 args.image, args.audio, args.out, emotion=args.emotion, intensity=args.intensity,
                 seed=args.seed, temperature=args.temperature, coeffs_out=args.coeffs_out,
-                emotion_reference=args.emotion_reference, badge=args.badge,
+                emotion_reference=args.emotion_reference, badge=args.badge, **_vqig(args),
             )  # fmt: skip
         elif args.command == "pose":
             angles = {"yaw": args.yaw, "pitch": args.pitch, "roll": args.roll}

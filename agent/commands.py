@@ -15,13 +15,14 @@ import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from agent.errors import CheckpointError, InputError, StreamError
+from agent.errors import CheckpointError, ConfigError, InputError, StreamError
 from agent.verify import provenance, with_provenance
 from models.audio import AudioReadError, LogMel, load_audio, mel_windows, num_video_frames
 from models.coeffs import CoeffFileError, CoeffSequence, load_coeffs, save_coeffs
@@ -40,12 +41,16 @@ from models.rig import BLENDSHAPE_NAMES, EMOTIONS, NUM_BLENDSHAPES, Rig, emotion
 from models.watermark import Marker
 from streaming.file import Mp4Writer, VideoReadError, VideoWriteError, extract_audio, iter_frames, read_video
 
+if TYPE_CHECKING:  # models.refine is imported only when --vqig is given
+    from models.refine import Refiner
+
 __all__ = [
     "PORTRAIT_SIZE",
     "SourcePortrait",
     "animate",
     "load_portrait",
     "load_fcg",
+    "load_refiner",
     "pose",
     "reenact",
     "render",
@@ -122,8 +127,11 @@ def render_coeffs(
     audio: PathLike | None = None,
     desc: str = "render",
     badge: bool = True,
+    refiner: Refiner | None = None,
 ) -> Path:
     """Render a coefficient sequence on ``source`` to an .mp4 at ``seq.fps``, muxing ``audio`` if given.
+
+    ``refiner`` (VQIG, :func:`load_refiner`) refines each MeshWarp frame; without it MeshWarp's frame stands.
 
     A progress bar (tqdm) shows on a terminal. The audio is cut or padded to the video's length.
     Every frame carries the invisible watermark and, unless ``badge`` is False, the visible
@@ -141,7 +149,10 @@ def render_coeffs(
     try:
         with Mp4Writer(out, fps=seq.fps, size=(width, height), audio=audio, metadata=provenance()) as writer:
             for t in tqdm(range(len(seq)), desc=desc, unit="frame", disable=None):
-                writer.write(marker.apply(warp.render(seq.exp[t], seq.pose[t])))
+                frame = warp.render(seq.exp[t], seq.pose[t])
+                if refiner is not None:
+                    frame = refiner(frame, source.image, np.concatenate([seq.exp[t], seq.pose[t]]))
+                writer.write(marker.apply(frame))
     except VideoReadError as exc:  # the audio, probed when the writer opens
         raise InputError(str(exc)) from exc
     except VideoWriteError as exc:
@@ -151,10 +162,46 @@ def render_coeffs(
     return out
 
 
+def load_refiner(vqig: PathLike | None, *, fidelity: float = 0.5, compile: str = "auto") -> Refiner | None:
+    """The VQIG refiner for ``--vqig CHECKPOINT`` (prints its device and compile path), or None.
+
+    Without a checkpoint it says, once, that MeshWarp's output stands.
+
+    Raises:
+        ConfigError: ``fidelity`` outside [0, 1] or an unknown compile path.
+        CheckpointError: the checkpoint is missing or does not match its config.
+    """
+    if vqig is None:
+        log.info("VQIG: off (no --vqig checkpoint): MeshWarp's output stands")
+        return None
+    from models.refine import COMPILE_CHOICES, Refiner
+    from models.vqig import CheckpointError as VQIGCheckpointError
+
+    if not 0.0 <= fidelity <= 1.0:
+        raise ConfigError(f"--fidelity must be in [0, 1], got {fidelity}")
+    if compile not in COMPILE_CHOICES:
+        raise ConfigError(f"--vqig-compile must be one of {', '.join(COMPILE_CHOICES)}, got {compile!r}")
+    try:
+        return Refiner(vqig, fidelity=fidelity, compile=compile)  # type: ignore[arg-type]
+    except VQIGCheckpointError as exc:
+        raise CheckpointError(f"{exc} (train one with `python -m models.train_vqig`)") from exc
+
+
 def animate(
-    image: PathLike, coeffs: PathLike, out: PathLike, *, audio: PathLike | None = None, badge: bool = True
+    image: PathLike,
+    coeffs: PathLike,
+    out: PathLike,
+    *,
+    audio: PathLike | None = None,
+    badge: bool = True,
+    vqig: PathLike | None = None,
+    fidelity: float = 0.5,
+    vqig_compile: str = "auto",
 ) -> Path:
-    """Render a coefficient .npz (models.coeffs) on the photo ``image`` to the video ``out``."""
+    """Render a coefficient .npz (models.coeffs) on the photo ``image`` to the video ``out``.
+
+    ``vqig``: a VQIG checkpoint that refines each frame, at ``fidelity`` w (see :func:`load_refiner`).
+    """
     try:
         seq = load_coeffs(coeffs)
     except CoeffFileError as exc:
@@ -162,7 +209,8 @@ def animate(
     if audio is not None and not Path(audio).is_file():
         raise InputError(f"audio file not found: {audio}")
     source = load_portrait(image)
-    return render_coeffs(source, seq, out, audio=audio, desc="animate", badge=badge)
+    refiner = load_refiner(vqig, fidelity=fidelity, compile=vqig_compile)
+    return render_coeffs(source, seq, out, audio=audio, desc="animate", badge=badge, refiner=refiner)
 
 
 def track_video(driving: PathLike) -> tuple[CoeffSequence, int]:
@@ -234,6 +282,9 @@ def reenact(
     coeffs_out: PathLike | None = None,
     keep_audio: bool = True,
     badge: bool = True,
+    vqig: PathLike | None = None,
+    fidelity: float = 0.5,
+    vqig_compile: str = "auto",
 ) -> Path:
     """Transfer the expressions and head motion of a driving video onto the photo ``image``.
 
@@ -241,6 +292,7 @@ def reenact(
     ``coeffs_out``, and renders them on the photo at the driving frame rate with its audio.
     """
     source = load_portrait(image)
+    refiner = load_refiner(vqig, fidelity=fidelity, compile=vqig_compile)
     seq, misses = track_video(driving)
     total = len(seq)
     if misses:
@@ -261,7 +313,7 @@ def reenact(
                 wav = extract_audio(driving, Path(tmp) / "audio.wav", sample_rate=48000)
             except VideoReadError as exc:
                 raise InputError(str(exc)) from exc
-        return render_coeffs(source, seq, out, audio=wav, desc="reenact", badge=badge)
+        return render_coeffs(source, seq, out, audio=wav, desc="reenact", badge=badge, refiner=refiner)
 
 
 DEFAULT_FCG = Path(__file__).resolve().parent.parent / "assets" / "fcg"
@@ -359,6 +411,9 @@ def render(
     emotion_reference: PathLike | None = None,
     checkpoint: PathLike = DEFAULT_FCG,
     badge: bool = True,
+    vqig: PathLike | None = None,
+    fidelity: float = 0.5,
+    vqig_compile: str = "auto",
 ) -> Path:
     """Speech -> talking face: the FCG generates coefficients for ``audio``, MeshWarp renders them
     on ``image``, and the speech is muxed into the .mp4. ``emotion_reference``: a photo whose
@@ -371,6 +426,7 @@ def render(
         raise InputError(f"{audio}: too short to speak ({len(speech)} samples at 16 kHz)")
     source = load_portrait(image)
     model = load_fcg(checkpoint)
+    refiner = load_refiner(vqig, fidelity=fidelity, compile=vqig_compile)
     reference = None
     if emotion_reference is not None:
         ref = load_portrait(emotion_reference)
@@ -385,7 +441,7 @@ def render(
             save_coeffs(coeffs_out, seq)
         except OSError as exc:
             raise StreamError(f"cannot write {coeffs_out}: {exc.strerror or exc}") from exc
-    return render_coeffs(source, seq, out, audio=audio, desc="render", badge=badge)
+    return render_coeffs(source, seq, out, audio=audio, desc="render", badge=badge, refiner=refiner)
 
 
 def _describe(exp: np.ndarray) -> str:
