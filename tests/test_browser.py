@@ -86,6 +86,20 @@ _GRAB = """() => {
   return [window.__frames.n, c.toDataURL("image/png")];
 }"""
 _FRAMES = "() => window.__frames"
+# The page's RTCPeerConnection (its global ``pc``): what it received and over which candidates.
+_RTC_STATS = """async () => {
+  const stats = [...(await pc.getStats()).values()];
+  const inbound = (kind) => stats.find((r) => r.type === "inbound-rtp" && r.kind === kind) || {};
+  const byId = new Map(stats.map((r) => [r.id, r]));
+  const transport = stats.find((r) => r.type === "transport") || {};
+  const pair = byId.get(transport.selectedCandidatePairId) || {};
+  return {
+    framesDecoded: inbound("video").framesDecoded || 0,
+    audioPackets: inbound("audio").packetsReceived || 0,
+    selected: [(byId.get(pair.localCandidateId) || {}).address, (byId.get(pair.remoteCandidateId) || {}).address],
+    remote: stats.filter((r) => r.type === "remote-candidate").map((r) => r.address),
+  };
+}"""
 
 
 def _decode(data_url: str) -> np.ndarray:
@@ -174,6 +188,11 @@ def test_page_plays_webrtc_video_and_steers_emotion(agent, tmp_path: Path) -> No
             )
             assert total > video[4], "getVideoPlaybackQuality().totalVideoFrames stopped growing"
             assert fps > 5.0, f"the browser decoded only {fps:.1f} frames/s"
+            # Decoded by the page's peer connection, with the voice beside it, over loopback only.
+            rtc = page.evaluate(_RTC_STATS)
+            assert rtc["framesDecoded"] >= 40 and rtc["audioPackets"] > 0, rtc
+            assert rtc["selected"] == ["127.0.0.1", "127.0.0.1"], rtc
+            assert rtc["remote"] and set(rtc["remote"]) == {"127.0.0.1"}, rtc
             print(f"\nfirst frame presented {start['first'] / 1000:.2f} s after navigation; {fps:.1f} fps"
                   f" over {end['n'] - start['n']} frames; {total} decoded, {dropped} dropped by the browser")  # fmt: skip
 
