@@ -144,6 +144,15 @@ class MouthLayer:
             # The photo's teeth replace the drawn ones; beyond them only the tongue may show.
             keep = 0.0 if tex is self.upper_tex else 1.0
             tex[..., 3] = np.maximum(tex[..., 3] * (1 - a) * keep, a)
+        # Behind the photo's lower strip the tongue rises (else a wide-open mouth is a flat black hole).
+        v = (np.arange(self.TEX_H) + 0.5)[:, None] / self.TEX_H * self.V_MAX
+        x = ((np.arange(self.TEX_W) + 0.5)[None, :] / self.TEX_W - 0.5) * 2.0
+        top = lo_v + 0.06 * np.sqrt(np.clip(1.0 - (x / 0.7) ** 2, 0.0, 1.0))
+        t = np.clip((top - v) / 0.015, 0.0, 1.0) * (v > lo_v - 0.01) * (1.0 - self.lower_tex[..., 3])
+        shade = 0.8 - 0.35 * np.clip((v - lo_v) / 0.06, 0.0, 1.0)
+        tongue = self.tongue_rgb * shade[..., None]
+        self.lower_tex[..., :3] = self.lower_tex[..., :3] * (1 - t[..., None]) + tongue * t[..., None]
+        self.lower_tex[..., 3] = np.maximum(self.lower_tex[..., 3], 0.9 * t)
 
     # -- per frame --------------------------------------------------------------------------
     def paint(self, frame: np.ndarray, lm: np.ndarray, exp: np.ndarray) -> None:
