@@ -1,10 +1,11 @@
 """Virtual microphone: the captured voice, delayed to match the face, for any call app.
 
 A virtual webcam carries no sound, so in a call the voice would arrive before the lips. With a
-PulseAudio server (or PipeWire's PulseAudio server) the agent creates a null sink and a source
-remapped from its monitor, named "FlowVQ Microphone", which call apps list as a microphone. The
-voice is played into the sink through ``pacat``, each 20 ms block released the pipeline's
-measured latency after it was captured. Both modules are unloaded on exit.
+PulseAudio server (or PipeWire's PulseAudio server) the agent creates a null sink named "FlowVQ_Microphone"; call apps list its
+monitor ("Monitor of FlowVQ_Microphone", source ``flowvq_mic.monitor``) as a microphone. The voice
+is played into the sink through ``pacat``, each 20 ms block released the pipeline's measured
+latency after it was captured. The sink is unloaded on exit. (A source remapped from the monitor
+would carry a nicer name but added about a second of latency on PulseAudio 16, measured.)
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ __all__ = ["VirtualMic", "install_hint"]
 log = logging.getLogger(__name__)
 
 SINK = "flowvq_mic"
-SOURCE = "flowvq_mic_source"
+SOURCE = f"{SINK}.monitor"
 DESCRIPTION = "FlowVQ_Microphone"
+# pacat keeps this much sound queued ahead of playback (fewer underruns on a busy machine); each block
+# is written this much before it is due, so it is still heard on time.
+PLAYBACK_LATENCY_S = 0.06
+LATE_S = 0.04  # a block this late is dropped
 
 
 def install_hint() -> str:
@@ -55,6 +60,7 @@ class VirtualMic:
         self._process = process
         self._queue = pipeline.audio.subscribe(maxsize=100, name="virtual microphone")
         self.written = 0  # blocks played
+        self.late = 0  # blocks dropped because they came too late
 
     @classmethod
     async def open(cls, pipeline: LivePipeline) -> VirtualMic | None:
@@ -71,15 +77,11 @@ class VirtualMic:
         try:
             modules.append(_pactl(
                 "load-module", "module-null-sink", f"sink_name={SINK}", "rate=16000", "channels=1",
-                f"sink_properties=device.description={DESCRIPTION}_output",
-            ))  # fmt: skip
-            modules.append(_pactl(
-                "load-module", "module-remap-source", f"master={SINK}.monitor", f"source_name={SOURCE}",
-                f"source_properties=device.description={DESCRIPTION}",
+                f"sink_properties=device.description={DESCRIPTION}",
             ))  # fmt: skip
             process = await asyncio.create_subprocess_exec(
                 "pacat", "--playback", f"--device={SINK}", "--raw", "--format=s16le", "--rate=16000",
-                "--channels=1", "--latency-msec=20", "--client-name=FlowVQ Agent",
+                "--channels=1", f"--latency-msec={round(1000 * PLAYBACK_LATENCY_S)}", "--client-name=FlowVQ Agent",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL, env=os.environ.copy(),
             )  # fmt: skip
@@ -89,8 +91,8 @@ class VirtualMic:
                     _pactl("unload-module", module)
             log.warning("virtual microphone: off (%s)", exc)
             return None
-        log.info("virtual microphone: %r (PulseAudio source %s); pick it as the microphone in the call app",
-                 DESCRIPTION, SOURCE)  # fmt: skip
+        log.info("virtual microphone: 'Monitor of %s' (PulseAudio source %s); pick it as the microphone "
+                 "in the call app", DESCRIPTION, SOURCE)  # fmt: skip
         return cls(pipeline, modules, process)
 
     async def run(self) -> None:
@@ -98,9 +100,15 @@ class VirtualMic:
         assert stdin is not None
         while True:
             block: AudioBlock = await self._queue.get()
-            due = block.arrival + self.pipeline.audio_delay() - self.pipeline.clock.seconds()
-            if due > 0:
-                await asyncio.sleep(due)
+            due = block.arrival + self.pipeline.audio_delay() - PLAYBACK_LATENCY_S
+            wait = due - self.pipeline.clock.seconds()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif wait < -LATE_S:
+                # Sound written late would queue up in pacat and delay everything after it for good:
+                # drop it instead (a short gap) and stay in sync.
+                self.late += 1
+                continue
             try:
                 stdin.write(block.samples.tobytes())
                 await stdin.drain()

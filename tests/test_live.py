@@ -1,0 +1,505 @@
+"""The live agent with real components: websockets, aiortc peers, PulseAudio, the command line.
+
+The virtual webcam is the one mock: v4l2loopback (a kernel module) cannot be loaded here, so the
+sink is tested through pyvirtualcam's backend interface with a recording backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import torch
+
+from agent.control import ControlState, OutOfRangeError
+from agent.pipeline import Animator, AudioBlock
+from models.audio import load_audio
+from models.rig import BLENDSHAPE_NAMES
+from tests.live_helpers import AgentThread, PulseServer, Recorder, mouth_darkness, view, window_lags
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEECH = ROOT / "assets" / "demo_speech.wav"
+JAW = BLENDSHAPE_NAMES.index("jawOpen")
+needs_pulse = pytest.mark.skipif(
+    not PulseServer.available(), reason="PulseAudio is not installed (setup.sh installs it)"
+)
+
+
+def _int16(x: np.ndarray) -> np.ndarray:
+    return (np.clip(x, -1, 1) * 32767).astype(np.int16)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- control and the animator (no network) ----------------------------------------------------------
+def test_control_state_validates_blends_and_notifies() -> None:
+    control = ControlState(emotion="neutral", fps=25)
+    seen: list[dict] = []
+    control.add_listener(seen.append)
+    for bad in (lambda: control.set_emotion("giddy"), lambda: control.set_emotion("happy", 1.5),
+                lambda: control.set_style(temperature=-1), lambda: control.set_style(blink_rate=float("nan"))):  # fmt: skip
+        with pytest.raises(ValueError):
+            bad()
+    with pytest.raises(OutOfRangeError):
+        control.set_emotion("happy", 2.0)
+    assert seen == [] and control.emotion == "neutral"  # nothing changed
+    control.label(10)
+    control.set_emotion("happy", 0.6, transition_ms=400)  # 10 frames at 25 fps
+    assert seen[-1]["emotion"] == "happy" and seen[-1]["intensity"] == 0.6
+    labels = torch.stack([control.label(t) for t in range(10, 22)])
+    from models.rig import EMOTIONS
+
+    h, n = EMOTIONS.index("happy"), EMOTIONS.index("neutral")
+    assert labels[0, n] == 1.0 and labels[0, h] == 0.0
+    assert torch.all(labels[1:, h] >= labels[:-1, h]) and 0.0 < labels[5, h] < 1.0
+    assert labels[-1, h] == 1.0 and abs(float(labels[-1, -1]) - 0.6) < 1e-6
+    control.set_style(pose_scale=0.5)
+    assert control.style.pose_scale == 0.5 and seen[-1]["pose_scale"] == 0.5
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from agent.commands import load_fcg, load_portrait
+    from models.meshwarp import MeshWarp
+
+    source = load_portrait(ROOT / "assets" / "portrait.png")
+    return load_fcg(), MeshWarp(source.image, source.landmarks), source
+
+
+def _drive(engine, audio: np.ndarray, **kwargs) -> list[tuple[int, bool, np.ndarray]]:
+    model, warp, _ = engine
+    animator = Animator(model, lambda e, p: np.zeros((8, 8, 3), np.uint8), ControlState(), **kwargs)
+    x = _int16(audio)
+    out = []
+    for k in range(len(x) // 320):
+        for job in animator.push(AudioBlock(x[k * 320 : (k + 1) * 320], k * 0.02)):
+            _, coeffs = animator.run(job)
+            out.append((job.index, job.speaking, coeffs))
+    return out
+
+
+def test_animator_opens_the_mouth_for_speech_not_for_noise_or_silence(engine) -> None:
+    speech = load_audio(SPEECH)[: 16000 * 3]
+    rng = np.random.default_rng(0)
+    noise = 0.02 * rng.standard_normal(16000)  # a steady hiss, -34 dBFS
+    audio = np.concatenate([np.zeros(16000), noise, speech, np.zeros(16000)])
+    frames = _drive(engine, audio)
+    assert [f[0] for f in frames] == list(range(len(frames)))  # every frame, in order
+    jaw = np.array([f[2][JAW] for f in frames])
+    speaking = np.array([f[1] for f in frames])
+    silence, hiss, talk = jaw[5:25], jaw[30:50], jaw[55:125]
+    # webrtcvad may flag the first ~0.3 s of a sudden hiss (plus the hangover), never steady hiss.
+    assert not speaking[:23].any() and not speaking[38:50].any(), "the VAD took silence or hiss for speech"
+    assert speaking[55:125].mean() > 0.8
+    assert talk.max() > 0.3 and talk.mean() > 3 * max(silence.mean(), hiss.mean(), 0.01)
+    assert silence.max() < 0.1 and hiss.max() < 0.1
+
+
+# -- a running agent ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def live():
+    from agent.live import LiveOptions
+
+    agent = AgentThread(
+        LiveOptions(audio_source=f"file:{SPEECH}", virtualcam=False, virtual_mic=False, port=0)
+    )
+    yield agent
+    agent.stop()
+
+
+async def _exchange(url: str, messages: list) -> list[dict]:
+    import aiohttp
+
+    replies = []
+    async with aiohttp.ClientSession() as session, session.ws_connect(url, max_msg_size=0) as ws:
+        for m in messages:  # with no subscription, each request gets exactly one reply
+            await (ws.send_str(m) if isinstance(m, str) else ws.send_bytes(m))
+            replies.append(json.loads((await ws.receive(timeout=30)).data))
+    return replies
+
+
+def test_bad_websocket_messages_each_get_an_error_and_change_nothing(live) -> None:
+    before = live.agent.control.snapshot()
+    big = json.dumps({"type": "set_style", "temperature": 0.5, "pad": "x" * (8 * 1024 * 1024 + 10)})
+    bad = [
+        ("{not json", "bad_request"),
+        ("[1, 2]", "bad_request"),
+        (json.dumps({"emotion": "happy"}), "bad_request"),
+        (json.dumps({"type": "dance", "id": 7}), "unknown_type"),
+        (json.dumps({"type": "set_emotion", "emotion": "giddy", "id": "a"}), "bad_request"),
+        (json.dumps({"type": "set_emotion", "emotion": "happy", "intensity": 3}), "out_of_range"),
+        (json.dumps({"type": "set_emotion", "emotion": "happy", "intensity": "high"}), "bad_request"),
+        (json.dumps({"type": "set_emotion", "emotion": "happy", "transition_ms": -5}), "out_of_range"),
+        (json.dumps({"type": "set_style", "temperature": 9}), "out_of_range"),
+        (json.dumps({"type": "set_style"}), "bad_request"),
+        (json.dumps({"type": "set_style", "pose_scale": True}), "bad_request"),
+        (json.dumps({"type": "subscribe", "streams": ["gossip"]}), "bad_request"),
+        (json.dumps({"type": "emotion_reference", "image": "@@not base64@@"}), "bad_request"),
+        (json.dumps({"type": "emotion_reference", "image": "aGVsbG8="}), "bad_request"),  # b"hello"
+        (json.dumps({"type": "offer", "sdp": "v=0 nonsense"}), "bad_request"),
+        (b"\x00\x01", "bad_request"),
+        (big, "too_large"),
+    ]
+    replies = asyncio.run(_exchange(live.ws_url, [m for m, _ in bad]))
+    for (message, code), reply in zip(bad, replies, strict=True):
+        assert reply["type"] == "error" and reply["code"] == code, (message[:80], reply)
+        assert reply["message"]
+    assert replies[3]["id"] == 7 and replies[4]["id"] == "a"
+    assert live.agent.control.snapshot() == before
+
+
+def test_control_changes_are_acknowledged_and_broadcast(live) -> None:
+    import aiohttp
+
+    async def run() -> tuple[list[dict], list[dict]]:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(live.ws_url) as watcher, session.ws_connect(live.ws_url) as steer:
+                await watcher.send_json({"type": "subscribe", "streams": ["state", "status", "blendshapes"]})
+                await steer.send_json(
+                    {"type": "set_emotion", "emotion": "surprised", "intensity": 0.9, "id": 1}
+                )
+                await steer.send_json({"type": "set_style", "temperature": 0.5, "pose_scale": 0.5, "id": 2})
+                acks = [await steer.receive_json(timeout=10), await steer.receive_json(timeout=10)]
+                seen: list[dict] = []
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    seen.append(await watcher.receive_json(timeout=10))
+                    kinds = {m["type"] for m in seen}
+                    states = sum(m["type"] == "state" for m in seen)
+                    statuses = sum(m["type"] == "status" for m in seen)
+                    if "blendshapes" in kinds and states >= 3 and statuses >= 3:
+                        break
+                await steer.send_json({"type": "set_emotion", "emotion": "neutral", "transition_ms": 0})
+                await steer.receive_json(timeout=10)
+                await steer.send_json({"type": "set_style", "temperature": 0.8, "pose_scale": 1.0})
+                await steer.receive_json(timeout=10)
+                return acks, seen
+
+    acks, seen = asyncio.run(run())
+    assert acks == [
+        {"type": "ok", "request": "set_emotion", "id": 1},
+        {"type": "ok", "request": "set_style", "id": 2},
+    ]
+    states = [m for m in seen if m["type"] == "state"]
+    assert any(s["emotion"] == "surprised" and s["intensity"] == 0.9 for s in states)
+    assert any(s["temperature"] == 0.5 and s["pose_scale"] == 0.5 for s in states)
+    status = [m for m in seen if m["type"] == "status"][-1]  # the first may precede any frame
+    assert status["fps"] > 10 and status["latency_ms"]["p95"] is not None and "dropped_frames" in status
+    shapes = next(m for m in seen if m["type"] == "blendshapes")
+    assert (
+        shapes["names"] == list(BLENDSHAPE_NAMES) and len(shapes["values"]) == 52 and len(shapes["pose"]) == 6
+    )
+
+
+def test_token_is_required_when_set(live) -> None:
+    import aiohttp
+
+    from streaming.server import ControlServer
+
+    async def run() -> tuple[dict, dict]:
+        server = ControlServer(live.agent.pipeline, live.agent.control, live.agent.peers, token="s3cret")
+        port = await server.start("127.0.0.1", 0)
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                    refused = await ws.receive_json(timeout=10)
+                async with session.ws_connect(f"ws://127.0.0.1:{port}/ws?token=s3cret") as ws:
+                    await ws.send_json({"type": "get_state"})
+                    accepted = await ws.receive_json(timeout=10)
+        finally:
+            await server.stop()
+        return refused, accepted
+
+    refused, accepted = asyncio.run_coroutine_threadsafe(run(), live.loop).result(60)
+    assert refused["type"] == "error" and refused["code"] == "unauthorized"
+    assert accepted["type"] == "state"
+
+
+def _sync_skew(got, video_first_pts: int, audio_first_pts: int) -> tuple[float, float]:
+    """Audio arrival minus video arrival for the same media time (s), medians over the stream:
+    (RTP packets as they arrive, frames as the aiortc receiver hands them out). aiortc's receiver
+    holds 4 audio packets before it plays any (its jitter buffer's prefetch), which delays the
+    decoded audio by about 60-80 ms; a browser's receiver syncs audio and video itself."""
+    v = got.packet_times("video", 90000)
+    a = got.packet_times("audio", 48000)
+    packets = float(
+        np.median(a[:, 0] - a[:, 1] - audio_first_pts / 16000)
+        - np.median(v[:, 0] - v[:, 1] - video_first_pts / 16000)
+    )
+    vd = np.array([(t, video_first_pts / 16000 + pts / 90000) for t, pts, _ in got.video])
+    ad = np.array([(t, audio_first_pts / 16000 + pts / 48000) for t, pts, _ in got.audio])
+    decoded = float(np.median(ad[:, 0] - ad[:, 1]) - np.median(vd[:, 0] - vd[:, 1]))
+    return packets, decoded
+
+
+def test_webrtc_viewer_gets_the_face_and_the_voice_in_sync(live) -> None:
+    async def run():
+        task = asyncio.ensure_future(view(live.ws_url, 5.0))
+        while not live.agent.peers.tracks:
+            await asyncio.sleep(0.05)
+        video, audio = next(iter(live.agent.peers.tracks.values()))
+        got = await task
+        return got, video.first_pts, audio.first_pts
+
+    got, v0, a0 = asyncio.run(run())
+    assert len(got.video) >= 60, f"only {len(got.video)} frames in 5 s"
+    assert got.video[-1][2].shape == (512, 512, 3)
+    audio = np.concatenate([s for _, _, s in got.audio])
+    assert len(audio) >= 48000 * 3.5
+    skew, decoded = _sync_skew(got, v0, a0)
+    assert abs(skew) < 0.045, f"audio packets arrive {1000 * skew:+.0f} ms after the matching frame's"
+    assert -0.045 < decoded < 0.045 + 0.1, f"decoded audio {1000 * decoded:+.0f} ms after its frame"
+    assert live.agent.peers.viewers == 0 or all(
+        pc.connectionState != "connected" for pc in live.agent.peers.peers
+    )
+
+
+def test_twenty_viewers_in_turn_leak_nothing(live) -> None:
+    loop_tasks = lambda: live.call(_count_tasks())  # noqa: E731
+    pipeline = live.agent.pipeline
+
+    async def one() -> int:
+        got = await view(live.ws_url, 0.6, keep_images=False)
+        return len(got.video)
+
+    asyncio.run(one())
+    time.sleep(1.0)
+    gc.collect()
+    base_tasks, base_threads = loop_tasks(), threading.active_count()
+    base_rss = psutil.Process().memory_info().rss
+    counts = []
+    for _ in range(20):
+        counts.append(asyncio.run(one()))
+    deadline = time.monotonic() + 10
+    while (live.agent.peers.viewers or loop_tasks() > base_tasks) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    gc.collect()
+    growth_mb = (psutil.Process().memory_info().rss - base_rss) / 2**20
+    assert sum(c > 0 for c in counts) >= 18, counts  # each viewer saw the face
+    assert live.agent.peers.viewers == 0 and not live.agent.peers.tracks
+    assert pipeline.frames.subscribers == 1 and pipeline.audio.subscribers == 0  # only the blendshape stream
+    assert loop_tasks() <= base_tasks
+    assert threading.active_count() <= base_threads + 2
+    assert growth_mb < 40, f"memory grew {growth_mb:.0f} MB over 20 viewers"
+
+
+async def _count_tasks() -> int:
+    return len(asyncio.all_tasks())
+
+
+def test_virtual_webcam_sink_through_pyvirtualcam_backend(live, caplog) -> None:
+    """v4l2loopback cannot be loaded here: a recording backend stands in for the device."""
+    import pyvirtualcam
+
+    from streaming.virtualcam import open_virtualcam
+
+    received: list[np.ndarray] = []
+
+    class Recording:
+        def __init__(self, *, width, height, fps, fourcc, device, **kw) -> None:
+            self.size = (width, height)
+
+        def device(self) -> str:
+            return "test-camera"
+
+        def send(self, frame: np.ndarray) -> None:
+            received.append(frame.reshape(self.size[1], self.size[0], 3).copy())  # it comes flat
+
+        def close(self) -> None:
+            received.append(None)
+
+    pyvirtualcam.register_backend("flowvq-test", Recording)
+
+    async def run() -> None:
+        sink = open_virtualcam(live.agent.pipeline, 256, 256, 25, backend="flowvq-test")
+        assert sink is not None
+        task = asyncio.ensure_future(sink.run())
+        await asyncio.sleep(1.5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run_coroutine_threadsafe(run(), live.loop).result(30)
+    frames = [f for f in received if f is not None]
+    assert len(frames) >= 25 and received[-1] is None  # ~25 fps, and the camera was closed
+    assert frames[-1].shape == (256, 256, 3) and frames[-1].dtype == np.uint8 and frames[-1].std() > 20
+    with caplog.at_level(logging.WARNING):
+        # Linux's own backend: no v4l2loopback device exists here.
+        assert open_virtualcam(live.agent.pipeline, 512, 512, 25, backend="v4l2loopback") is None
+    assert "virtual webcam: off" in caplog.text and "v4l2loopback" in caplog.text
+
+
+# -- PulseAudio: a real microphone and the virtual microphone ---------------------------------------
+@pytest.fixture()
+def pulse(tmp_path_factory, monkeypatch):
+    server = PulseServer(tmp_path_factory.mktemp("pulse"))
+    server.start()
+    for key in ("XDG_RUNTIME_DIR", "HOME", "PULSE_RUNTIME_PATH"):
+        monkeypatch.setenv(key, server.env[key])
+    yield server
+    server.stop()
+
+
+def _speech_wav(path: Path, lead_s: float = 0.0) -> Path:
+    audio = np.concatenate([np.zeros(int(16000 * lead_s)), load_audio(SPEECH)])
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(_int16(audio).tobytes())
+    return path
+
+
+@needs_pulse
+def test_microphone_through_pulseaudio_moves_the_mouth_only_in_speech(pulse, tmp_path, engine) -> None:
+    """`run_agent.py --audio-source mic` in a subprocess; speech is played into the null sink whose
+    monitor is the default microphone; a websocket subscriber and a WebRTC viewer watch."""
+    port = _free_port()
+    agent = subprocess.Popen(
+        [sys.executable, str(ROOT / "run_agent.py"), "--audio-source", "mic", "--no-virtualcam",
+         "--no-virtual-mic", "--port", str(port), "--duration", "60"],
+        env=pulse.env | {"PYTHONUNBUFFERED": "1"}, cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wav = _speech_wav(tmp_path / "speech.wav")
+    url = f"ws://127.0.0.1:{port}/ws"
+
+    async def watch() -> tuple[list[dict], object]:
+        import aiohttp
+
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                session = aiohttp.ClientSession()
+                ws = await session.ws_connect(url)
+                break
+            except aiohttp.ClientError:
+                await session.close()
+                assert agent.poll() is None, agent.stderr.read()
+                assert time.monotonic() < deadline, "the agent did not start"
+                await asyncio.sleep(0.5)
+        await ws.send_json({"type": "subscribe", "streams": ["blendshapes"]})
+        viewer = asyncio.ensure_future(view(url, 9.0))
+        shapes: list[dict] = []
+        start = time.monotonic()
+        player = None
+        while time.monotonic() - start < 9.0:
+            if player is None and time.monotonic() - start > 2.5:
+                player = pulse.play(wav)  # 2.5 s of silence, then the speech
+            msg = await ws.receive_json(timeout=10)
+            if msg["type"] == "blendshapes":
+                shapes.append(msg | {"received": time.monotonic() - start})
+        await ws.close()
+        await session.close()
+        got = await viewer
+        if player is not None:
+            player.wait(timeout=30)
+        return shapes, got
+
+    try:
+        shapes, got = asyncio.run(watch())
+    finally:
+        agent.send_signal(signal.SIGINT)
+        _, err = agent.communicate(timeout=60)
+    assert agent.returncode == 0, err
+    assert "Traceback" not in err and "microphone:" in err
+    jaw = np.array([m["values"][JAW] for m in shapes])
+    when = np.array([m["received"] for m in shapes])
+    speaking = np.array([m["speaking"] for m in shapes])
+    quiet, talk = jaw[(when > 0.5) & (when < 2.4)], jaw[(when > 3.2) & (when < 8.0)]
+    assert len(quiet) > 20 and len(talk) > 60
+    assert quiet.max() < 0.1 and not speaking[(when > 0.5) & (when < 2.4)].any()
+    assert talk.max() > 0.3 and speaking[(when > 3.2) & (when < 8.0)].mean() > 0.7
+    # The frames themselves: the mouth opens (dark cavity) while speech plays, not before.
+    _, _, source = engine
+    t0 = got.video[0][0]
+    dark = mouth_darkness([img for _, _, img in got.video], source.landmarks)
+    arrival = np.array([t for t, _, _ in got.video]) - t0
+    assert dark[(arrival > 0.5) & (arrival < 1.8)].max() < dark[(arrival > 3.0) & (arrival < 7.0)].max()
+    assert dark[(arrival > 3.0) & (arrival < 7.0)].std() > 2 * dark[(arrival > 0.5) & (arrival < 1.8)].std()
+
+
+@needs_pulse
+def test_virtual_microphone_carries_the_voice_delayed_to_the_frames(pulse, tmp_path) -> None:
+    from agent.live import LiveOptions
+    from streaming.virtualmic import SINK, SOURCE
+
+    wav = _speech_wav(tmp_path / "speech.wav", lead_s=0.5)
+    agent = AgentThread(LiveOptions(audio_source=f"file:{wav}", virtualcam=False, virtual_mic=True, port=0))
+    frames: list[tuple[int, float]] = []
+    published: list[tuple[int, np.ndarray]] = []
+    try:
+        assert agent.agent.virtual_mic is not None
+        sources = pulse.pactl("list", "short", "sources").stdout
+        assert SOURCE in sources
+        recorder = Recorder(pulse, SOURCE, tmp_path / "recording")
+        time.sleep(1.0)  # the recording runs before anything is measured
+        frames_q = agent.agent.pipeline.frames.subscribe(maxsize=500)
+        audio_q = agent.agent.pipeline.audio.subscribe(maxsize=1000)
+        time.sleep(5.0)
+        samples, chunks = recorder.stop()
+
+        async def drain() -> None:
+            while len(frames_q):
+                f = await frames_q.get()
+                frames.append((f.pts, f.ready))
+            while len(audio_q):
+                b = await audio_q.get()
+                published.append((b.pts, b.samples))
+
+        agent.call(drain())
+        clock_start = agent.agent.clock._start_ns * 1e-9  # noqa: SLF001 - mapping monotonic to media time
+    finally:
+        agent.stop()
+    assert SINK not in pulse.pactl("list", "short", "sinks").stdout  # removed on exit
+    assert SOURCE not in pulse.pactl("list", "short", "sources").stdout
+    # Where in the recording is each published block? Cross-correlate the published stream with it.
+    first = published[0][0]
+    sent = np.concatenate([s for _, s in published]).astype(np.float32)
+    rec = samples.astype(np.float32)
+    assert np.abs(rec).max() > 1000, "the virtual microphone carried no sound"
+    lags = window_lags(sent, rec, window=4000)
+    assert len(lags) >= 4, f"the recording matches the speech in only {len(lags)} windows"
+    # Window by window: sent sample i (pts first + i) was heard at heard_at(i + lag); its frame left at
+    # ready(pts) (frames every 640 samples, interpolated).
+    pts, ready = np.array(frames, dtype=np.float64).T
+    skews = [
+        Recorder.heard_at(start + lag, chunks) - clock_start - np.interp(first + start, pts, ready)
+        for start, lag in lags
+    ]
+    skew = float(np.median(skews))
+    np.save("/tmp/vmic_dbg.npy", np.array([(start, lag, sk) for (start, lag), sk in zip(lags, skews)]))
+    assert abs(skew) < 0.045, f"the voice is heard {1000 * skew:+.0f} ms after its frame"
+
+
+def test_cli_duration_stops_cleanly_and_reports_a_missing_microphone(tmp_path) -> None:
+    env = dict(os.environ, PULSE_SERVER="unix:/nonexistent", PYTHONUNBUFFERED="1")
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run_agent.py"), "--no-virtual-mic", "--port", str(_free_port()),
+         "--duration", "3"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("microphone:") and "idles" in line for line in lines), result.stderr
+    assert any("virtual webcam: off" in line for line in lines)
+    assert any("live: stopped" in line for line in lines)
+    assert time.monotonic() - started < 100
