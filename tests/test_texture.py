@@ -270,3 +270,42 @@ def test_glasses_frames_stay_put_under_every_emotion(grace: Photo, portrait: Pho
     bent = MeshWarp(grace.image, grace.landmarks, grace.full.rig, MeshWarpConfig(rigid_glasses=False))
     frame = bent.render(emotion_coefficients("surprised", 1.0).astype(np.float64))
     assert np.abs(frame[solid].astype(int) - grace.image[solid].astype(int)).max() > 30
+
+
+# What each preset must show in the mouth (on the closed-mouthed photo, where every tooth is drawn):
+# upper teeth under the upper lip, lower teeth over the lower lip, or a closed mouth.
+MOUTHS = {
+    "happy": (True, False, False),
+    "fear": (True, True, False),
+    "angry": (True, False, False),
+    "disgusted": (True, False, False),
+    "sad": (False, False, True),
+    "neutral": (False, False, True),
+}
+
+
+@pytest.mark.parametrize("emotion", sorted(MOUTHS))
+def test_each_emotion_shows_its_mouth(grace: Photo, emotion: str) -> None:
+    upper_teeth, lower_teeth, closed = MOUTHS[emotion]
+    e = emotion_coefficients(emotion, 1.0).astype(np.float64)
+    frame = grace.full.render(e)
+    lm = grace.full.rig.landmarks(e, np.zeros(6))
+    iod = _iod(lm)
+    height = float(lm[14, 1] - lm[13, 1]) / iod
+    if closed:
+        assert height < 0.03, height
+        return
+    skin = float(
+        np.median(
+            _luma(
+                grace.image[int(lm[50, 1]) - 5 : int(lm[50, 1]) + 5, int(lm[50, 0]) - 5 : int(lm[50, 0]) + 5]
+            )
+        )
+    )
+    cx = int(lm[13, 0])
+    cols = slice(cx - int(0.12 * iod), cx + int(0.12 * iod))
+    below_upper = _luma(frame[int(lm[13, 1]) + 2 : int(lm[13, 1] + 0.05 * iod) + 1, cols])
+    above_lower = _luma(frame[int(lm[14, 1] - 0.035 * iod) : int(lm[14, 1]) - 1, cols])
+    assert (float(np.median(below_upper)) > skin) == upper_teeth, emotion
+    if lower_teeth:
+        assert float(np.median(above_lower)) > skin, emotion
