@@ -7,6 +7,9 @@ than the lips and the skin, glasses frames stay put under brow motion.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import NamedTuple
 
 import cv2
@@ -29,7 +32,7 @@ from models.rig import (
 )
 from models.texture import GlassesLayer
 from models.wrinkles import WrinkleLayer
-from tests.conftest import ASSETS
+from tests.conftest import ASSETS, ROOT
 
 _IDX = {n: i for i, n in enumerate(BLENDSHAPE_NAMES)}
 
@@ -309,3 +312,18 @@ def test_each_emotion_shows_its_mouth(grace: Photo, emotion: str) -> None:
     assert (float(np.median(below_upper)) > skin) == upper_teeth, emotion
     if lower_teeth:
         assert float(np.median(above_lower)) > skin, emotion
+
+
+def test_texture_benchmark_prints_its_table() -> None:
+    # A subprocess: the benchmark pins BLAS threads through the environment before numpy loads.
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.texture", "--frames", "12"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "| stage | median ms/frame |"
+    rows = {c[0].strip(): c[1].strip() for c in (line.strip("|").split("|") for line in lines[2:])}
+    for name in ("render, warp only (no texture layer)", "render, full texture layer", "  wrinkles.apply"):
+        assert float(rows[name.strip()]) > 0.0, name
+    assert "target <= 5" in rows["texture layer added (full - warp only)"]
