@@ -55,7 +55,8 @@ class Refiner:
     Frames of any square-or-not size are accepted; a model smaller than the frame refines a
     downscaled copy and adds its correction, upscaled, to the full-size warped frame (the
     warp's own fine detail stays). The source portrait's identity features are computed once
-    per source and cached.
+    per source and cached. Not thread-safe: build it in the thread that calls it (the inference
+    worker), so CUDA graphs are recorded where they are replayed.
     """
 
     def __init__(
@@ -113,6 +114,7 @@ class Refiner:
     def _build(self, choice: str) -> tuple[str, str, float]:
         """Try the paths from ``choice`` down; returns (path, why earlier ones were skipped, seconds)."""
         net = _FrameNet(self.model)
+        self._eager = net
         cuda = self.device.type == "cuda"
         if choice == "auto":
             order = ["tensorrt", "inductor", "none"] if cuda else ["none"]
@@ -184,6 +186,23 @@ class Refiner:
             x, size=size, mode=mode, **({"align_corners": False} if mode == "bilinear" else {})
         )
 
+    def _run(self, x: Tensor, tokens: Tensor, coeffs: Tensor) -> Tensor:
+        """The network; a compiled path that fails at run time is dropped for eager, with one line.
+
+        (CUDA graphs recorded in one thread have failed when replayed from another on some torch
+        versions, pytorch/pytorch#123177: build the Refiner in the thread that calls it.)
+        """
+        try:
+            return self.net(x, tokens, coeffs, self.fidelity_tensor)
+        except Exception as exc:
+            if self.net is self._eager:
+                raise
+            first = str(exc).splitlines()[0][:160] if str(exc) else ""
+            print(f"VQIG: compile={self.compile_path} failed at run time ({type(exc).__name__}: {first}); "
+                  "continuing eager (compile=none)", file=sys.stderr, flush=True)  # fmt: skip
+            self.net, self.compile_path = self._eager, "none"
+            return self.net(x, tokens, coeffs, self.fidelity_tensor)
+
     @torch.inference_mode()
     def source_tokens(self, source: np.ndarray) -> Tensor:
         """The identity features of a source portrait (cached: the same photo is encoded once)."""
@@ -219,7 +238,7 @@ class Refiner:
         full = tuple(x.shape[-2:])
         small = self._resize(x, (self.size, self.size)).contiguous()
         ct = torch.from_numpy(c).to(self.device, self.dtype)[None]
-        out = self.net(small, tokens, ct, self.fidelity_tensor)
+        out = self._run(small, tokens, ct)
         if full != (self.size, self.size):
             out = x + self._resize(out - small, full)  # the correction, upscaled, on the full-size frame
         return ((out[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

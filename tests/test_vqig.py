@@ -285,6 +285,16 @@ def test_refiner_frames_and_fallback(
         refiner(warped.astype(np.float32), source, np.zeros(58))
     with pytest.raises(ValueError, match="compile"):
         Refiner(trained[0], compile="xla")  # type: ignore[arg-type]
+    # A compiled path that breaks at run time is replaced by eager, once, with one line.
+    refiner.fidelity = 1.0
+
+    def broken(*args: object) -> torch.Tensor:
+        raise AssertionError("cudagraph tls")
+
+    refiner.net, refiner.compile_path = broken, "inductor"  # type: ignore[assignment]
+    capsys.readouterr()
+    assert np.array_equal(refiner(warped, source, dataset.coeffs[3].numpy()), out)
+    assert refiner.compile_path == "none" and "continuing eager" in capsys.readouterr().err
 
 
 def test_animate_with_vqig(
