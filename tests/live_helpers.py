@@ -1,18 +1,15 @@
-"""Real components for the live-agent tests: a private PulseAudio server, an agent on its own event
-loop, and an aiortc viewer that records what it receives."""
+"""Real components for the live-agent tests: a private PulseAudio server and a recorder of it, and an
+agent on its own event loop. (The aiortc viewer is ``streaming.viewer``.)"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -148,88 +145,6 @@ class AgentThread:
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.agent.port}/ws"
-
-
-# -- an aiortc viewer ------------------------------------------------------------------------------
-@dataclass
-class Received:
-    video: list[tuple[float, int, np.ndarray | None]] = field(default_factory=list)  # (arrival, pts, rgb)
-    audio: list[tuple[float, int, np.ndarray]] = field(default_factory=list)  # (arrival, pts at 48k, mono)
-    # RTP packets as they arrive, before the receiver's jitter buffers: (arrival, RTP timestamp)
-    packets: dict[str, list[tuple[float, int]]] = field(default_factory=lambda: {"audio": [], "video": []})
-
-    def packet_times(self, kind: str, rate: int) -> np.ndarray:
-        """(arrival, seconds since the first packet's timestamp) of the first packet of each frame."""
-        seen: dict[int, float] = {}
-        for t, ts in self.packets[kind]:
-            seen.setdefault(ts, t)
-        if not seen:
-            return np.zeros((0, 2))
-        first = self.packets[kind][0][1]
-        return np.array([(t, ((ts - first) % 2**32) / rate) for ts, t in seen.items()])
-
-
-async def view(
-    ws_url: str, seconds: float, *, keep_images: bool = True, send_audio: Path | None = None
-) -> Received:
-    """Connect over the websocket, negotiate WebRTC, record video and audio for ``seconds``."""
-    import aiohttp
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-    from aiortc.contrib.media import MediaPlayer
-    from aiortc.mediastreams import MediaStreamError
-
-    got = Received()
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("video", direction="recvonly")
-    player = None
-    if send_audio is not None:
-        player = MediaPlayer(str(send_audio))
-        pc.addTransceiver(player.audio, direction="sendrecv")
-    else:
-        pc.addTransceiver("audio", direction="recvonly")
-    tasks = []
-
-    async def consume(track) -> None:
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                frame = await track.recv()
-                now = time.monotonic()
-                if track.kind == "video":
-                    got.video.append(
-                        (now, frame.pts, frame.to_ndarray(format="rgb24") if keep_images else None)
-                    )
-                else:
-                    mono = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0].astype(np.int16)
-                    got.audio.append((now, frame.pts, mono))
-
-    @pc.on("track")
-    def on_track(track) -> None:
-        tasks.append(asyncio.ensure_future(consume(track)))
-
-    for transceiver in pc.getTransceivers():  # stamp RTP packets on arrival
-        receiver, kind = transceiver.receiver, transceiver.kind
-        handle = receiver._handle_rtp_packet  # noqa: SLF001
-
-        async def stamped(packet, arrival_time_ms, handle=handle, kind=kind):
-            got.packets[kind].append((time.monotonic(), packet.timestamp))
-            await handle(packet, arrival_time_ms)
-
-        receiver._handle_rtp_packet = stamped  # noqa: SLF001
-
-    await pc.setLocalDescription(await pc.createOffer())
-    async with aiohttp.ClientSession() as session, session.ws_connect(ws_url) as ws:
-        await ws.send_str(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp, "id": 1}))
-        while True:
-            msg = json.loads((await ws.receive(timeout=30)).data)
-            if msg.get("type") == "answer":
-                break
-            assert msg.get("type") != "error", msg
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="answer"))
-        await asyncio.sleep(seconds)
-    for task in tasks:
-        task.cancel()
-    await pc.close()
-    return got
 
 
 def mouth_darkness(images: list[np.ndarray], landmarks: np.ndarray) -> np.ndarray:

@@ -29,7 +29,8 @@ from agent.control import ControlState, OutOfRangeError
 from agent.pipeline import Animator, AudioBlock
 from models.audio import load_audio
 from models.rig import BLENDSHAPE_NAMES
-from tests.live_helpers import AgentThread, PulseServer, Recorder, mouth_darkness, view, window_lags
+from streaming.viewer import av_skew, view
+from tests.live_helpers import AgentThread, PulseServer, Recorder, mouth_darkness, window_lags
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEECH = ROOT / "assets" / "demo_speech.wav"
@@ -233,23 +234,6 @@ def test_token_is_required_when_set(live) -> None:
     assert accepted["type"] == "state"
 
 
-def _sync_skew(got, video_first_pts: int, audio_first_pts: int) -> tuple[float, float]:
-    """Audio arrival minus video arrival for the same media time (s), medians over the stream:
-    (RTP packets as they arrive, frames as the aiortc receiver hands them out). aiortc's receiver
-    holds 4 audio packets before it plays any (its jitter buffer's prefetch), which delays the
-    decoded audio by about 60-80 ms; a browser's receiver syncs audio and video itself."""
-    v = got.packet_times("video", 90000)
-    a = got.packet_times("audio", 48000)
-    packets = float(
-        np.median(a[:, 0] - a[:, 1] - audio_first_pts / 16000)
-        - np.median(v[:, 0] - v[:, 1] - video_first_pts / 16000)
-    )
-    vd = np.array([(t, video_first_pts / 16000 + pts / 90000) for t, pts, _ in got.video])
-    ad = np.array([(t, audio_first_pts / 16000 + pts / 48000) for t, pts, _ in got.audio])
-    decoded = float(np.median(ad[:, 0] - ad[:, 1]) - np.median(vd[:, 0] - vd[:, 1]))
-    return packets, decoded
-
-
 def test_webrtc_viewer_gets_the_face_and_the_voice_in_sync(live) -> None:
     async def run():
         task = asyncio.ensure_future(view(live.ws_url, 5.0))
@@ -264,7 +248,7 @@ def test_webrtc_viewer_gets_the_face_and_the_voice_in_sync(live) -> None:
     assert got.video[-1][2].shape == (512, 512, 3)
     audio = np.concatenate([s for _, _, s in got.audio])
     assert len(audio) >= 48000 * 3.5
-    skew, decoded = _sync_skew(got, v0, a0)
+    skew, decoded = av_skew(got, v0, a0)
     assert abs(skew) < 0.045, f"audio packets arrive {1000 * skew:+.0f} ms after the matching frame's"
     assert -0.045 < decoded < 0.045 + 0.1, f"decoded audio {1000 * decoded:+.0f} ms after its frame"
     assert live.agent.peers.viewers == 0 or all(
@@ -484,7 +468,6 @@ def test_virtual_microphone_carries_the_voice_delayed_to_the_frames(pulse, tmp_p
         for start, lag in lags
     ]
     skew = float(np.median(skews))
-    np.save("/tmp/vmic_dbg.npy", np.array([(start, lag, sk) for (start, lag), sk in zip(lags, skews)]))
     assert abs(skew) < 0.045, f"the voice is heard {1000 * skew:+.0f} ms after its frame"
 
 
