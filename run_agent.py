@@ -139,6 +139,8 @@ def _live_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="(%(default)s)")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
     p.add_argument("--seed", type=int, default=0, help="different seeds: different blinks and head motion")
+    _badge_argument(p)
+    _vqig_arguments(p)
 
 
 def _run_live(args: argparse.Namespace) -> int:
@@ -148,7 +150,8 @@ def _run_live(args: argparse.Namespace) -> int:
         image=args.image, audio_source=args.audio_source, mic=args.mic, virtualcam=args.virtualcam,
         virtual_mic=args.virtual_mic, host=args.host, port=args.port, token=args.token,
         emotion=args.emotion, intensity=args.intensity, size=args.size, fps=args.fps, device=args.device,
-        duration_s=args.duration, seed=args.seed, ice_servers=tuple(args.ice_server),
+        duration_s=args.duration, seed=args.seed, ice_servers=tuple(args.ice_server), badge=args.badge,
+        vqig=args.vqig, fidelity=args.fidelity, vqig_compile=args.vqig_compile,
     )  # fmt: skip
     return run_live(options)
 

@@ -21,13 +21,14 @@ import numpy as np
 import torch
 
 from agent.clock import MediaClock
-from agent.commands import DEFAULT_FCG, _describe, load_fcg, load_portrait
+from agent.commands import DEFAULT_FCG, _describe, load_fcg, load_portrait, load_refiner
 from agent.control import ControlState, Style
 from agent.errors import AgentError, ConfigError, DeviceError, InputError
 from agent.pipeline import Animator, LivePipeline
 from agent.sources import FileSource, MicSource, PushSource
 from models.meshwarp import MeshWarp
 from models.rig import EMOTIONS, Rig
+from models.watermark import Marker
 
 __all__ = ["LiveAgent", "LiveOptions", "run_live"]
 
@@ -57,6 +58,10 @@ class LiveOptions:
     checkpoint: Path = DEFAULT_FCG
     ice_servers: tuple[str, ...] = ()
     virtualcam_backend: str | None = None  # pyvirtualcam backend name (tests register one)
+    badge: bool = True  # the visible "AI-generated" badge (the invisible watermark is always on)
+    vqig: Path | None = None  # a VQIG checkpoint refines MeshWarp's frames
+    fidelity: float = 0.5
+    vqig_compile: str = "auto"
 
     def check(self) -> None:
         if self.emotion not in EMOTIONS:
@@ -116,11 +121,21 @@ class LiveAgent:
             def render(exp: np.ndarray, pose: np.ndarray) -> np.ndarray:
                 return cv2.resize(warp.render(exp, pose), size, interpolation=cv2.INTER_AREA)
 
-        log.info("renderer: MeshWarp (no VQIG checkpoint given: MeshWarp's output stands)")
+        self.marker = Marker(badge=o.badge)
+        self.marker.prepare(o.size, o.size)
+        log.info("watermark: every frame carries %s%s", self.marker.payload,
+                 "" if o.badge else " (no visible badge)")  # fmt: skip
+        self.refiner = None
         self.clock = MediaClock(16000)
         self.control = ControlState(emotion=o.emotion, intensity=o.intensity, style=Style(), fps=o.fps)
-        self.animator = Animator(self.model, render, self.control, seed=o.seed)
+        self.animator = Animator(self.model, render, self.control, seed=o.seed, post=self._post)
         self.pipeline = LivePipeline(self.animator, self.clock)
+
+    def _post(self, image: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
+        """After MeshWarp, in the render worker: VQIG (when given), then the watermark and badge."""
+        if self.refiner is not None:
+            image = self.refiner(image, self.portrait.image, coeffs)
+        return self.marker.apply(image)
 
     def _source(self):
         o = self.options
@@ -167,6 +182,10 @@ class LiveAgent:
 
         o = self.options
         await asyncio.to_thread(self._build)
+        # The refiner is built in the render worker that calls it (CUDA graphs stay in their thread).
+        self.refiner = await self.pipeline.in_worker(
+            load_refiner, o.vqig, fidelity=o.fidelity, compile=o.vqig_compile
+        )
         self.clock.start()
         self.push_source = None
         source = self._source()

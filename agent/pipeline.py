@@ -273,6 +273,11 @@ class LivePipeline:
             self._delay = median
         return self._delay
 
+    async def in_worker(self, fn: Callable, *args, **kwargs):
+        """Run ``fn`` in the render worker thread (where per-frame models must live)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
     async def run(self, source: AsyncIterator[AudioBlock]) -> None:
         """Consume ``source`` until cancelled; after it ends (or while it stalls) feed silence."""
         publisher = asyncio.create_task(self._publish(), name="pipeline-publish")

@@ -246,6 +246,10 @@ def test_webrtc_viewer_gets_the_face_and_the_voice_in_sync(live) -> None:
     got, v0, a0 = asyncio.run(run())
     assert len(got.video) >= 60, f"only {len(got.video)} frames in 5 s"
     assert got.video[-1][2].shape == (512, 512, 3)
+    from models.watermark import detect
+
+    mark = detect(got.video[-1][2])  # through VP8: every frame that leaves is marked
+    assert mark.found and mark.payload == live.agent.marker.payload
     audio = np.concatenate([s for _, _, s in got.audio])
     assert len(audio) >= 48000 * 3.5
     skew, decoded = av_skew(got, v0, a0)
