@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -88,7 +89,9 @@ class Refiner:
         self.fidelity = fidelity
         self._source_key: tuple[int, bytes] | None = None
         self._tokens: Tensor | None = None
-        self.net: nn.Module  # the per-frame network (x, tokens, coeffs, fidelity) -> image, maybe compiled
+        self.net: Callable[
+            ..., Tensor
+        ]  # the per-frame network (x, tokens, coeffs, fidelity) -> image, maybe compiled
         self.compile_path, reason, self.compile_s = self._build(compile)
         params = sum(p.numel() for p in self.model.parameters()) / 1e6
         self.description = (
@@ -136,7 +139,8 @@ class Refiner:
                     continue
                 compiled = torch.compile(
                     net, backend="torch_tensorrt", dynamic=False,
-                    options={"enabled_precisions": {torch.float16}, "min_block_size": 1},
+                    # torch-tensorrt reads a set of dtypes here; torch's stub expects scalars.
+                    options={"enabled_precisions": {torch.float16}, "min_block_size": 1},  # type: ignore[dict-item]
                 )  # fmt: skip
             else:
                 if not cuda and not _has_c_compiler():
@@ -235,7 +239,7 @@ class Refiner:
             )
         tokens = self.source_tokens(source)
         x = self._to_tensor(warped, "warped")
-        full = tuple(x.shape[-2:])
+        full = (int(x.shape[-2]), int(x.shape[-1]))
         small = self._resize(x, (self.size, self.size)).contiguous()
         ct = torch.from_numpy(c).to(self.device, self.dtype)[None]
         out = self._run(small, tokens, ct)

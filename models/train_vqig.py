@@ -425,7 +425,7 @@ class _Trainer:
                 bar.update(1 if o.steps is not None else dt)
                 done = self.finished()
                 if self.step % o.log_every == 0 or done:
-                    row = {k: f"{v / count:.5f}" for k, v in sums.items()}
+                    row: dict[str, object] = {k: f"{v / count:.5f}" for k, v in sums.items()}
                     row.update(stage=self.stage, step=self.step, minutes=f"{self.elapsed / 60:.2f}",
                                lr=f"{o.lr:.1e}", codes_used="" if self.flow else f"{float((used > 0).float().mean()):.3f}")  # fmt: skip
                     writer.writerow(row)
