@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 VIDEO_RATE = 90_000
 SAMPLE_RATE = 16_000
+# aiortc's Opus path hands out each 20 ms packet one frame late (measured with bench.live --viewer:
+# audio packets arrived 21 ms after the video packets of the same time); release blocks that early.
+AUDIO_ENCODER_DELAY_S = 0.02
 
 
 def restrict_ice_to_loopback() -> None:
@@ -82,7 +85,7 @@ class VoiceAudioTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         block: AudioBlock = await self._queue.get()
-        due = block.arrival + self.pipeline.audio_delay() - self.pipeline.clock.seconds()
+        due = block.arrival + self.pipeline.audio_delay() - AUDIO_ENCODER_DELAY_S - self.pipeline.clock.seconds()
         if due > 0:
             await asyncio.sleep(due)
         if self.first_pts is None:
@@ -116,6 +119,8 @@ class PeerManager:
         self.tracks: dict[RTCPeerConnection, tuple[FaceVideoTrack, VoiceAudioTrack]] = {}
         self._feeding = False
         self._tasks: set[asyncio.Task] = set()
+        # (video, audio) pts of the first frame and block each closed viewer was sent (for sync checks)
+        self.first_pts_log: list[tuple[int | None, int | None]] = []
 
     @property
     def viewers(self) -> int:
@@ -174,7 +179,10 @@ class PeerManager:
         if pc not in self.peers:
             return
         self.peers.discard(pc)
-        for track in self.tracks.pop(pc, ()):
+        tracks = self.tracks.pop(pc, ())
+        if tracks:
+            self.first_pts_log.append((tracks[0].first_pts, tracks[1].first_pts))
+        for track in tracks:
             track.stop()
         with contextlib.suppress(Exception):
             await pc.close()
