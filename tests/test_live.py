@@ -210,6 +210,29 @@ def test_control_changes_are_acknowledged_and_broadcast(live) -> None:
     )
 
 
+def test_emotion_reference_photo_is_carried_over(live) -> None:
+    import base64
+
+    import aiohttp
+
+    photo = base64.b64encode((ROOT / "assets" / "portrait.png").read_bytes()).decode()
+
+    async def run() -> list[dict]:
+        async with aiohttp.ClientSession() as session, session.ws_connect(live.ws_url) as ws:
+            await ws.send_json({"type": "emotion_reference", "image": photo, "id": 3})
+            ok = await ws.receive_json(timeout=60)
+            await ws.send_json({"type": "get_state"})
+            state = await ws.receive_json(timeout=10)
+            await ws.send_json({"type": "set_emotion", "emotion": "neutral"})  # clears the reference
+            await ws.receive_json(timeout=10)
+            return [ok, state]
+
+    ok, state = asyncio.run(run())
+    assert ok == {"type": "ok", "request": "emotion_reference", "id": 3}
+    assert state["reference"]  # a summary of the fitted expression (the portrait smiles)
+    assert live.agent.control.reference_latent is None and live.agent.control.emotion == "neutral"
+
+
 def test_token_is_required_when_set(live) -> None:
     import aiohttp
 
@@ -490,3 +513,35 @@ def test_cli_duration_stops_cleanly_and_reports_a_missing_microphone(tmp_path) -
     assert any("virtual webcam: off" in line for line in lines)
     assert any("live: stopped" in line for line in lines)
     assert time.monotonic() - started < 100
+
+
+def test_webrtc_peer_audio_drives_the_face(tmp_path) -> None:
+    """--audio-source webrtc: the first peer that sends audio is the microphone."""
+    import aiohttp
+
+    from agent.live import LiveOptions
+
+    wav = _speech_wav(tmp_path / "speech.wav", lead_s=1.0)
+    agent = AgentThread(LiveOptions(audio_source="webrtc", virtualcam=False, virtual_mic=False, port=0))
+
+    async def run() -> list[dict]:
+        async with aiohttp.ClientSession() as session, session.ws_connect(agent.ws_url) as ws:
+            await ws.send_json({"type": "subscribe", "streams": ["blendshapes"]})
+            talker = asyncio.ensure_future(view(agent.ws_url, 6.0, keep_images=False, send_audio=wav))
+            shapes = []
+            start = time.monotonic()
+            while time.monotonic() - start < 6.0:
+                msg = await ws.receive_json(timeout=10)
+                if msg["type"] == "blendshapes":
+                    shapes.append(msg)
+            await talker
+            return shapes
+
+    try:
+        shapes = asyncio.run(run())
+    finally:
+        agent.stop()
+    jaw = np.array([m["values"][JAW] for m in shapes])
+    speaking = np.array([m["speaking"] for m in shapes])
+    assert len(shapes) > 100 and speaking.any()
+    assert jaw.max() > 0.3 and jaw[speaking].mean() > 3 * max(jaw[:10].mean(), 0.01)
