@@ -12,6 +12,7 @@ table says to what and why.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import time
 
 import numpy as np
@@ -84,15 +85,22 @@ def main(argv: list[str] | None = None) -> None:
                    default=["tensorrt", "inductor", "none"])  # fmt: skip
     p.add_argument("--frames", type=int, default=100, help="timed frames per row (%(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (%(default)s)")
+    p.add_argument("--worker", action="store_true",
+                   help="build and run each refiner in one worker thread, as the live agent does")  # fmt: skip
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU, {a.threads} thread(s)"
-    print(f"device: {name}; torch {torch.__version__}; batch 1; {a.frames} frames per row; medians")
+    where = "in a worker thread" if a.worker else "in the main thread"
+    print(f"device: {name}; torch {torch.__version__}; batch 1; {a.frames} frames per row; medians; {where}")
     rows = []
+    worker = concurrent.futures.ThreadPoolExecutor(1) if a.worker else None
     for config in a.configs:
         for path in a.compile:
-            row = bench(config, path, device=device, frames=a.frames)
+            if worker is not None:
+                row = worker.submit(bench, config, path, device=device, frames=a.frames).result()
+            else:
+                row = bench(config, path, device=device, frames=a.frames)
             rows.append(row)
             print(f"  done {config} {path} -> {row['path']}: {row['net_ms']:.2f} ms", flush=True)
     print()
