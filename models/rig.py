@@ -709,22 +709,22 @@ _EMOTION_PROTOTYPES: dict[str, dict[str, float]] = {
             "mouthFrownRight": 1.0, "mouthShrugLower": 0.75, "mouthStretchLeft": 0.3, "mouthStretchRight": 0.3,
             "eyeLookDownLeft": 0.35, "eyeLookDownRight": 0.35, "eyeSquintLeft": 0.2, "eyeSquintRight": 0.2,
             "eyeBlinkLeft": 0.2, "eyeBlinkRight": 0.2},
-    # AU1 + AU2 + AU5 + AU26: brows high, eyes wide (white above the iris), jaw dropped, round mouth
+    # AU1 + AU2 + AU5 + AU26 + AU27: brows high, eyes wide (white above the iris), jaw dropped, lips
+    # pushed into a round O over the teeth (a wide mouth showing the upper teeth reads as shouting)
     "surprised": {"browInnerUp": 1.0, "browOuterUpLeft": 1.0, "browOuterUpRight": 1.0, "eyeWideLeft": 1.0,
-                  "eyeWideRight": 1.0, "jawOpen": 0.95, "mouthFunnel": 0.35, "mouthLowerDownLeft": 0.2,
-                  "mouthLowerDownRight": 0.2},
-    # AU1 + AU2 + AU4 + AU5 + AU20 + AU25: brows up and drawn together, eyes wide, lips stretched
-    # sideways over both rows of teeth
-    "fear": {"browInnerUp": 1.0, "browOuterUpLeft": 0.45, "browOuterUpRight": 0.45, "browDownLeft": 0.4,
-             "browDownRight": 0.4, "eyeWideLeft": 1.0, "eyeWideRight": 1.0, "mouthStretchLeft": 1.0,
-             "mouthStretchRight": 1.0, "jawOpen": 0.2, "mouthLowerDownLeft": 0.6, "mouthLowerDownRight": 0.6,
-             "mouthUpperUpLeft": 0.3, "mouthUpperUpRight": 0.3},
-    # AU4 + AU5 + AU7 + AU10 + AU25: brows down and together, glaring narrowed eyes, upper teeth bared
-    "angry": {"browDownLeft": 1.0, "browDownRight": 1.0, "eyeSquintLeft": 0.55, "eyeSquintRight": 0.55,
-              "eyeWideLeft": 0.35, "eyeWideRight": 0.35, "noseSneerLeft": 0.45, "noseSneerRight": 0.45,
-              "mouthUpperUpLeft": 0.5, "mouthUpperUpRight": 0.5, "mouthLowerDownLeft": 0.3,
-              "mouthLowerDownRight": 0.3, "mouthStretchLeft": 0.45, "mouthStretchRight": 0.45, "jawOpen": 0.08,
-              "mouthFrownLeft": 0.65, "mouthFrownRight": 0.65},
+                  "eyeWideRight": 1.0, "jawOpen": 1.0, "mouthFunnel": 1.0, "mouthPucker": 0.4},
+    # AU1 + AU2 + AU4 + AU5 + AU20 + AU26: brows up and drawn together, eyes wide, lips stretched
+    # sideways and down around an open mouth
+    "fear": {"browInnerUp": 1.0, "browOuterUpLeft": 0.6, "browOuterUpRight": 0.6, "browDownLeft": 0.3,
+             "browDownRight": 0.3, "eyeWideLeft": 1.0, "eyeWideRight": 1.0, "mouthStretchLeft": 1.0,
+             "mouthStretchRight": 1.0, "jawOpen": 0.5, "mouthLowerDownLeft": 0.6, "mouthLowerDownRight": 0.6,
+             "mouthFrownLeft": 0.5, "mouthFrownRight": 0.5},
+    # AU4 + AU5 + AU7 + AU9 + AU10 + AU26: brows down and together, glaring eyes, an open squared
+    # mouth with the upper teeth bared (shouting); clenched bared teeth alone read as fear or pain
+    "angry": {"browDownLeft": 1.0, "browDownRight": 1.0, "eyeSquintLeft": 0.4, "eyeSquintRight": 0.4,
+              "eyeWideLeft": 0.3, "eyeWideRight": 0.3, "noseSneerLeft": 0.5, "noseSneerRight": 0.5,
+              "jawOpen": 0.5, "mouthUpperUpLeft": 0.5, "mouthUpperUpRight": 0.5, "mouthLowerDownLeft": 0.4,
+              "mouthLowerDownRight": 0.4, "mouthStretchLeft": 0.3, "mouthStretchRight": 0.3},
     # AU9 + AU10 + AU15 + AU17: nose wrinkled, upper lip raised over the upper teeth, lower lip pushed up
     "disgusted": {"noseSneerLeft": 1.0, "noseSneerRight": 1.0, "mouthUpperUpLeft": 0.95, "mouthUpperUpRight": 0.8,
                   "mouthFrownLeft": 0.55, "mouthFrownRight": 0.55, "browDownLeft": 0.55, "browDownRight": 0.55,

@@ -32,6 +32,8 @@ _SHIFT = 4  # sub-pixel bits for OpenCV polygon drawing
 _TONGUE_OUT = BLENDSHAPE_NAMES.index("tongueOut")
 _UPPER_UP = [BLENDSHAPE_NAMES.index(n) for n in ("mouthUpperUpLeft", "mouthUpperUpRight")]
 _SNEER = [BLENDSHAPE_NAMES.index(n) for n in ("noseSneerLeft", "noseSneerRight")]
+_FUNNEL = BLENDSHAPE_NAMES.index("mouthFunnel")
+_PUCKER = BLENDSHAPE_NAMES.index("mouthPucker")
 
 
 def _poly_mask(shape: tuple[int, int], poly: np.ndarray, origin: np.ndarray) -> np.ndarray:
@@ -200,7 +202,9 @@ class MouthLayer:
         sx = (u * (self.TEX_W - 1)).astype(np.float32)
         # A raised upper lip (snarl, disgust) bares the gums above the teeth: the teeth stay on the skull.
         gum = 0.04 * float(exp[_UPPER_UP].mean()) + 0.01 * float(exp[_SNEER].mean()) - 0.015
-        up_rgba = _sample(self.upper_tex, sx, v_up - max(gum, 0.0), self.V_MAX, self.TEX_H)
+        # Lips pushed forward into an O (surprise) hang over the upper teeth: only their tips show.
+        cover = 0.08 * float(exp[_FUNNEL]) + 0.05 * float(exp[_PUCKER])
+        up_rgba = _sample(self.upper_tex, sx, v_up - max(gum, 0.0) + cover, self.V_MAX, self.TEX_H)
         if gum > 0.0:
             band = np.clip((gum - v_up) / 0.008, 0.0, 1.0) * np.clip((0.78 - np.abs(2 * u - 1)) / 0.05, 0, 1)
             shade = np.clip(0.7 + v_up / max(gum, 1e-3) * 0.3, 0.7, 1.0)

@@ -53,7 +53,13 @@ WRINKLE_DRIVERS: dict[str, dict[str, float]] = {
     "nasolabial_R": {"mouthSmileRight": 1.0, "mouthUpperUpRight": 0.4, "noseSneerRight": 0.4},
     "nose_L": {"noseSneerLeft": 1.0},
     "nose_R": {"noseSneerRight": 1.0},
+    # The cheek and mouth-corner shading of a smile (bulges over folds): only ever smoothed, when
+    # a frame relaxes a smile the photo shows; a closed-mouth "neutral" keeps no smile brackets.
+    "smile_L": {"mouthSmileLeft": 1.0},
+    "smile_R": {"mouthSmileRight": 1.0},
 }
+# Groups whose photo shading a frame may only relax (they add no crease of their own).
+_RELAX_ONLY = frozenset({"smile_L", "smile_R"})
 
 _OWN_GAIN = 1.2  # how much of the photo's own crease shading is added at full weight
 _MIN_WEIGHT = 1e-3
@@ -69,6 +75,7 @@ class _Crease:
     own: np.ndarray  # (h, w) float32 the photo's own relative crease shading in this group's region
     drivers: np.ndarray  # (52,) weights
     photo_weight: float  # the driver weight of the photo's own expression
+    relax_only: bool  # the frame may smooth this group's photo shading, never deepen it
 
 
 class _Frame:
@@ -191,6 +198,7 @@ class WrinkleLayer:
                     own=np.ascontiguousarray(field_o[cy0:cy1, cx0:cx1]),
                     drivers=drivers,
                     photo_weight=_photo_weight(float(drivers @ photo_exp)),
+                    relax_only=name in _RELAX_ONLY,
                 )
             )
 
@@ -205,6 +213,8 @@ class WrinkleLayer:
         out = {}
         for c in self.creases:
             d = float(np.clip(c.drivers @ exp, 0.0, 1.0)) - c.photo_weight
+            if c.relax_only:
+                d = min(d, 0.0)
             out[c.name] = (max(d, 0.0), float(np.clip(d * (_OWN_GAIN if d > 0.0 else 2.0), -1.0, 1.0)))
         return out
 
@@ -258,6 +268,12 @@ def _own_shading(luma: np.ndarray, direction: str, iod: float) -> np.ndarray:
         hp = cv2.GaussianBlur(hp, (0, 0), sigmaX=along, sigmaY=across)
     elif direction == "v":
         hp = cv2.GaussianBlur(hp, (0, 0), sigmaX=across, sigmaY=along)
+    elif direction == "m":
+        # The shape of the skin rather than its lines: folds and the bulges between them, both signs
+        # (grain below the band, the face's overall light above it, are kept).
+        mid = cv2.GaussianBlur(luma, (0, 0), max(0.02 * iod, 1.0))
+        wide = cv2.GaussianBlur(luma, (0, 0), max(0.15 * iod, 1.0))
+        return (mid / wide - 1.0).clip(-0.15, 0.15).astype(np.float32)
     else:
         hp = cv2.GaussianBlur(hp, (0, 0), 0.5 * along)
     return np.where(hp < 0.0, hp, 0.3 * hp).clip(-0.3, 0.1).astype(np.float32)
@@ -385,6 +401,13 @@ def _layout(canvas: _Canvas, fr: _Frame, lm: np.ndarray) -> dict[str, tuple[np.n
             g += canvas.groove(seg, 0.009, 0.2 - 0.03 * k, 0.08, down, 0.35)
         poly = np.array([[0.0, v6 - 0.1], [sign * 0.2, v6 - 0.06], [sign * 0.22, v6 + 0.2], [0.0, v6 + 0.14]])
         out[f"nose_{name}"] = (g, "d", _soft_region(canvas, fr, poly, 0.03))
+
+    # Smile shading: the cheek beside the nose down past the mouth corner (no drawn crease).
+    for sign, name, ala, corner in ((1.0, "L", 358, 291), (-1.0, "R", 129, 61)):
+        a, c = uv[ala], uv[corner]
+        poly = np.array([a + [-sign * 0.02, -0.05], a + [sign * 0.42, -0.02], c + [sign * 0.38, 0.24],
+                         c + [0.0, 0.3], c + [-sign * 0.14, 0.08], c + [-sign * 0.1, -0.12]])  # fmt: skip
+        out[f"smile_{name}"] = (np.zeros(canvas.shape, np.float32), "m", _soft_region(canvas, fr, poly, 0.06))
     return out
 
 
