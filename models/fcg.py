@@ -76,7 +76,7 @@ class FCGConfig:
             elif f.name == "history_dropout":
                 if not 0.0 <= v < 1.0:
                     raise ValueError(f"history_dropout must be in [0, 1), got {v}")
-            elif f.name in ("history", "neutral_emotion"):
+            elif f.name in ("history", "neutral_emotion", "lookahead_ms"):  # 0: no look-ahead
                 if v < 0:
                     raise ValueError(f"{f.name} must be >= 0, got {v}")
             elif v <= 0:
