@@ -91,7 +91,7 @@ async def run(args: argparse.Namespace) -> dict:
 
     jaw = BLENDSHAPE_NAMES.index("jawOpen")
     tmp = Path(tempfile.mkdtemp(prefix="bench-live-"))
-    wav, onsets = speech_track(args.seconds + 2, tmp / "speech.wav")
+    wav, _ = speech_track(args.seconds + 2, tmp / "speech.wav")
     proc = psutil.Process()
     agent = LiveAgent(LiveOptions(audio_source=f"file:{wav}", virtualcam=False, virtual_mic=args.virtual_mic,
                                   port=0, seed=0))  # fmt: skip
@@ -105,13 +105,20 @@ async def run(args: argparse.Namespace) -> dict:
     pipeline.on_frame = lambda f: frames.append(
         (f.index, f.pts, f.ready, f.audio_arrival, float(f.coeffs[jaw]))
     )
-    audio_q = pipeline.audio.subscribe(maxsize=100_000, name="bench audio")
+    audio_q = pipeline.audio.subscribe(maxsize=500, name="bench audio")
+
+    async def arrivals() -> None:  # arrival and loudness of each block, on the pipeline's timeline
+        while True:
+            b = await audio_q.get()
+            blocks[b.pts] = (b.arrival, float(np.sqrt(np.mean(b.samples.astype(np.float64) ** 2))) / 32768)
+
+    recorder = asyncio.ensure_future(arrivals())
     viewer = None
     if args.viewer:
         from streaming.viewer import view
 
         viewer = asyncio.ensure_future(
-            view(f"ws://127.0.0.1:{agent.port}/ws", args.seconds - 2, keep_images=False)
+            view(f"ws://127.0.0.1:{agent.port}/ws", args.seconds - 2, keep_images=False, keep_audio=False)
         )
     cpu0, t0 = proc.cpu_times(), time.monotonic()
     rss_samples = []
@@ -124,9 +131,7 @@ async def run(args: argparse.Namespace) -> dict:
     cpu1, t1 = proc.cpu_times(), time.monotonic()
     got = await viewer if viewer is not None else None
     tracks = None
-    while len(audio_q):
-        b = await audio_q.get()
-        blocks[b.pts] = b.arrival
+    recorder.cancel()
     stats = {
         "skipped": pipeline.stats.skipped,
         "dropped": pipeline.frames.dropped,
@@ -141,7 +146,6 @@ async def run(args: argparse.Namespace) -> dict:
     return {
         "frames": np.array(frames),
         "blocks": blocks,
-        "onsets": onsets,
         "wall": t1 - t0,
         "cpu": (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (t1 - t0),
         "rss_start": rss_start,
@@ -153,22 +157,29 @@ async def run(args: argparse.Namespace) -> dict:
     }
 
 
+def speech_onsets(blocks: dict[int, tuple[float, float]]) -> list[int]:
+    """Blocks (pts) where speech starts after at least 0.4 s of quiet, found in the audio the pipeline
+    got (its timeline: silence it filled in while a source stalled shifts it against the file)."""
+    onsets, quiet = [], 0
+    for pts in sorted(blocks):
+        rms = blocks[pts][1]
+        if rms > 0.02 and quiet >= 20:
+            onsets.append(pts)
+        quiet = quiet + 1 if rms < 0.005 else 0
+    return onsets
+
+
 def onset_latencies(
-    frames: np.ndarray, blocks: dict[int, float], onsets: np.ndarray, threshold: float
+    frames: np.ndarray, blocks: dict[int, tuple[float, float]], threshold: float
 ) -> np.ndarray:
     """Per onset: ready time of the first frame (depicting >= onset - 0.2 s) with jawOpen above
-    ``threshold``, minus the arrival of the block holding the onset sample."""
+    ``threshold``, minus the arrival of the onset's block."""
     index, pts, ready, _, jaw = frames.T
     out = []
-    starts = np.array(sorted(blocks))
-    for onset in onsets:
-        b = starts[np.searchsorted(starts, onset, side="right") - 1] if len(starts) else None
-        if b is None or onset - b >= 320:
-            continue
+    for onset in speech_onsets(blocks):
         candidates = np.flatnonzero((pts >= onset - 3200) & (jaw > threshold))
-        if not len(candidates):
-            continue
-        out.append(ready[candidates[0]] - blocks[b])
+        if len(candidates):
+            out.append(ready[candidates[0]] - blocks[onset][0])
     return np.asarray(out)
 
 
@@ -191,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     fps = (len(frames) - 1) / span
     windows = [((ready >= t) & (ready < t + 10)).sum() / 10 for t in np.arange(ready[0], ready[-1] - 10, 5)]
     missing = int(index[-1] - index[0] + 1 - len(frames))
-    onset = {th: onset_latencies(frames, r["blocks"], r["onsets"], th) * 1000 for th in OPEN}
+    onset = {th: onset_latencies(frames, r["blocks"], th) * 1000 for th in OPEN}
     rows = [
         ("machine", f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores, torch 1 thread"),
         ("run", f"{r['wall']:.0f} s, {len(frames)} frames"),

@@ -39,7 +39,12 @@ class Received:
 
 
 async def view(
-    ws_url: str, seconds: float, *, keep_images: bool = True, send_audio: Path | None = None
+    ws_url: str,
+    seconds: float,
+    *,
+    keep_images: bool = True,
+    keep_audio: bool = True,
+    send_audio: Path | None = None,
 ) -> Received:
     """Connect over the websocket, negotiate WebRTC, record video and audio for ``seconds``."""
     import aiohttp
@@ -69,7 +74,7 @@ async def view(
                     )
                 else:
                     mono = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0].astype(np.int16)
-                    got.audio.append((now, frame.pts, mono))
+                    got.audio.append((now, frame.pts, mono if keep_audio else mono[:0]))
 
     @pc.on("track")
     def on_track(track) -> None:
