@@ -117,7 +117,7 @@ class MeshWarp:
         for inner, outer in ((UPPER_INNER_LIP, UPPER_OUTER_LIP), (LOWER_INNER_LIP, LOWER_OUTER_LIP)):
             for i, o in zip(inner[1:-1], outer[1:-1], strict=True):
                 d = self.src_xy[o] - self.src_xy[i]
-                self.src_xy[i] += d * min(0.25, 2.0 / max(float(np.linalg.norm(d)), 1e-6)) * parted
+                self.src_xy[i] += d * min(0.4, 3.5 / max(float(np.linalg.norm(d)), 1e-6)) * parted
         # Likewise the lower eyelids sample skin, not the white of the eye, when a blink stretches them.
         for chain in (EYE_RIGHT_LOWER, EYE_LEFT_LOWER):
             self.src_xy[list(chain[1:-1]), 1] += 1.0

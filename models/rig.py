@@ -234,7 +234,11 @@ class Rig:
         self._pivot = self.rotation @ np.asarray(self.config.pivot, dtype=np.float64)  # image axes, IOD
         self.source_canonical = self.to_canonical(landmarks)  # (478, 3)
         self.basis = _build_basis(self.source_canonical, self.config)  # (52, 478, 3)
-        self.photo_exp = _fit_own_expression(self.source_canonical, self.basis)
+        # Measured as the photo shows it (image axes): the face frame's y axis leans in depth with
+        # the head's pitch, and a smile's corners sit far behind the lips' middle.
+        self.photo_exp = _fit_own_expression(
+            self.source_canonical @ self.rotation.T, self.basis @ self.rotation.T
+        )
         self.neutral = self.source_canonical - np.tensordot(self.photo_exp, self.basis, axes=1)
         # Whatever gap the shapes could not explain is closed directly: all zeros = lips together.
         self.neutral += _close_lips(self.neutral)
@@ -635,18 +639,19 @@ def _close_lips(v: np.ndarray) -> np.ndarray:
     up = np.array(UPPER_INNER_LIP[1:-1])
     lo = np.array(LOWER_INNER_LIP[1:-1])
     gap = v[lo] - v[up]
-    gap[:, 0] = 0.0
-    gap[:, 2] = 0.0
-    if float(np.abs(gap[:, 1]).max()) < 1e-3:
+    # Closed lips meet in depth too: the face frame's y axis leans in depth wherever the head is
+    # pitched, so a gap closed in y alone still shows a sliver of teeth in the image.
+    if float(np.abs(gap[:, 1:]).max()) < 1e-3:
         return np.zeros_like(v)
     mouth = v[list(UPPER_INNER_LIP)].mean(0)
     far = [k for k in range(NUM_LANDMARKS) if m.in_mesh[k] and np.linalg.norm((v[k] - mouth)[:2]) > 0.45]
-    pins = {k: 0.0 for k in far}
-    # The lower lip travels most of the way (the jaw hangs; the upper lip barely moves).
-    pins.update({int(k): -0.7 * float(g) for k, g in zip(lo, gap[:, 1], strict=True)})
-    pins.update({int(k): 0.3 * float(g) for k, g in zip(up, gap[:, 1], strict=True)})
     out = np.zeros_like(v)
-    out[:, 1] = m.harmonic(pins, clip=False)
+    for axis in (1, 2):
+        pins = {k: 0.0 for k in far}
+        # The lower lip travels most of the way (the jaw hangs; the upper lip barely moves).
+        pins.update({int(k): -0.7 * float(g) for k, g in zip(lo, gap[:, axis], strict=True)})
+        pins.update({int(k): 0.3 * float(g) for k, g in zip(up, gap[:, axis], strict=True)})
+        out[:, axis] = m.harmonic(pins, clip=False)
     out[~m.in_mesh] = 0.0
     return out
 
@@ -659,13 +664,15 @@ _OWN_SHAPES = (
 
 
 def _own_features(v: np.ndarray) -> np.ndarray:
-    """Measurements that are near zero on a relaxed face whoever it is (IOD units)."""
+    """Measurements that are near zero on a relaxed face whoever it is (image axes, IOD units)."""
     up = v[list(UPPER_INNER_LIP[1:-1])]
     lo = v[list(LOWER_INNER_LIP[1:-1])]
     gap = (lo - up)[:, 1]  # closed lips: zero at every column
     mid = 0.5 * (v[13] + v[14])
-    # Relaxed lip corners sit about level with the lips' midline; a smile lifts them.
-    corner = np.array([v[61, 1] - mid[1] - 0.02, v[291, 1] - mid[1] - 0.02]) * 2.0
+    # Relaxed lip corners sit about level with the lips' midline or a little below it (a downturned
+    # mouth at rest is no frown); a smile lifts them above it.
+    c = np.array([v[61, 1], v[291, 1]]) - mid[1]
+    corner = (np.minimum(c + 0.02, 0.0) + np.maximum(c - 0.05, 0.0)) * 2.0
     eyes = []
     for upper, lower in ((EYE_LEFT_UPPER, EYE_LEFT_LOWER), (EYE_RIGHT_UPPER, EYE_RIGHT_LOWER)):
         h = float(np.mean(v[list(lower[2:-2]), 1] - v[list(upper[2:-2]), 1]))
@@ -679,7 +686,10 @@ def _own_features(v: np.ndarray) -> np.ndarray:
 
 
 def _fit_own_expression(v: np.ndarray, basis: np.ndarray) -> np.ndarray:
-    """The source photo's expression: blendshapes that bring its features back to relaxed."""
+    """The source photo's expression: blendshapes that bring its features back to relaxed.
+
+    v (478, 3) and basis (52, 478, 3) in image axes (IOD units), as the photo shows them.
+    """
     f0 = _own_features(v)
     idx = [_IDX[n] for n in _OWN_SHAPES]
     eps = 0.1
@@ -688,7 +698,8 @@ def _fit_own_expression(v: np.ndarray, basis: np.ndarray) -> np.ndarray:
     ridge = np.sqrt(1e-3) * np.eye(len(idx))
     b = lsq_linear(np.vstack([jac, ridge]), np.concatenate([-f0, np.zeros(len(idx))]), bounds=(0.0, 1.0)).x
     out = np.zeros(NUM_BLENDSHAPES)
-    out[idx] = b
+    # Below this a weight only soaks up landmark noise (a relaxed photo has no expression to undo).
+    out[idx] = np.where(b >= 0.07, b, 0.0)
     return out
 
 
@@ -704,11 +715,12 @@ _EMOTION_PROTOTYPES: dict[str, dict[str, float]] = {
               "eyeSquintLeft": 0.45, "eyeSquintRight": 0.45, "jawOpen": 0.22, "mouthUpperUpLeft": 0.4,
               "mouthUpperUpRight": 0.4, "mouthLowerDownLeft": 0.35, "mouthLowerDownRight": 0.35,
               "mouthStretchLeft": 0.2, "mouthStretchRight": 0.2, "mouthDimpleLeft": 0.2, "mouthDimpleRight": 0.2},
-    # AU1 + AU4 + AU15 + AU17: inner brows up and together, corners down, chin raised, gaze down
-    "sad": {"browInnerUp": 1.0, "browDownLeft": 0.45, "browDownRight": 0.45, "mouthFrownLeft": 1.0,
-            "mouthFrownRight": 1.0, "mouthShrugLower": 0.75, "mouthStretchLeft": 0.3, "mouthStretchRight": 0.3,
-            "eyeLookDownLeft": 0.35, "eyeLookDownRight": 0.35, "eyeSquintLeft": 0.2, "eyeSquintRight": 0.2,
-            "eyeBlinkLeft": 0.2, "eyeBlinkRight": 0.2},
+    # AU1 + AU4 + AU15 + AU17 (+ AU43 lids half down): inner brows up and together, corners pulled
+    # down, chin raised under a pushed-up lower lip, gaze and lids lowered
+    "sad": {"browInnerUp": 1.0, "browDownLeft": 0.5, "browDownRight": 0.5, "mouthFrownLeft": 1.0,
+            "mouthFrownRight": 1.0, "mouthShrugLower": 0.9, "mouthStretchLeft": 0.4, "mouthStretchRight": 0.4,
+            "mouthRollLower": 0.2, "eyeLookDownLeft": 0.5, "eyeLookDownRight": 0.5, "eyeSquintLeft": 0.2,
+            "eyeSquintRight": 0.2, "eyeBlinkLeft": 0.3, "eyeBlinkRight": 0.3},
     # AU1 + AU2 + AU5 + AU26 + AU27: brows high, eyes wide (white above the iris), jaw dropped, lips
     # pushed into a round O over the teeth (a wide mouth showing the upper teeth reads as shouting)
     "surprised": {"browInnerUp": 1.0, "browOuterUpLeft": 1.0, "browOuterUpRight": 1.0, "eyeWideLeft": 1.0,
@@ -725,11 +737,12 @@ _EMOTION_PROTOTYPES: dict[str, dict[str, float]] = {
               "eyeWideLeft": 0.3, "eyeWideRight": 0.3, "noseSneerLeft": 0.5, "noseSneerRight": 0.5,
               "jawOpen": 0.5, "mouthUpperUpLeft": 0.5, "mouthUpperUpRight": 0.5, "mouthLowerDownLeft": 0.4,
               "mouthLowerDownRight": 0.4, "mouthStretchLeft": 0.3, "mouthStretchRight": 0.3},
-    # AU9 + AU10 + AU15 + AU17: nose wrinkled, upper lip raised over the upper teeth, lower lip pushed up
-    "disgusted": {"noseSneerLeft": 1.0, "noseSneerRight": 1.0, "mouthUpperUpLeft": 0.95, "mouthUpperUpRight": 0.8,
-                  "mouthFrownLeft": 0.55, "mouthFrownRight": 0.55, "browDownLeft": 0.55, "browDownRight": 0.55,
-                  "cheekSquintLeft": 0.6, "cheekSquintRight": 0.6, "eyeSquintLeft": 0.5,
-                  "eyeSquintRight": 0.5, "mouthShrugLower": 0.45},
+    # AU4 + AU9 + AU10 + AU15 + AU17 + AU25: brows down, nose wrinkled, upper lip raised high off the
+    # upper teeth, corners pulled down, lips just parted
+    "disgusted": {"noseSneerLeft": 1.0, "noseSneerRight": 1.0, "mouthUpperUpLeft": 0.6, "mouthUpperUpRight": 0.6,
+                  "mouthFrownLeft": 0.8, "mouthFrownRight": 0.8, "browDownLeft": 0.7, "browDownRight": 0.7,
+                  "cheekSquintLeft": 0.6, "cheekSquintRight": 0.6, "eyeSquintLeft": 0.6, "eyeSquintRight": 0.6,
+                  "mouthShrugLower": 0.3, "jawOpen": 0.1, "mouthLowerDownLeft": 0.2, "mouthLowerDownRight": 0.2},
     # unilateral AU12 + AU14
     "contempt": {"mouthSmileLeft": 0.6, "mouthDimpleLeft": 0.8, "mouthPressLeft": 0.3, "mouthLeft": 0.2,
                  "eyeSquintLeft": 0.2, "browDownRight": 0.15},

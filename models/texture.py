@@ -79,6 +79,13 @@ class MouthLayer:
         )
         lip_rgb = (patch * lips[..., None]).sum((0, 1)) / max(float(lips.sum()), 1.0)
         self.lip_rgb = lip_rgb
+        # The lips' own lit red (the mean is greyed by the shadowed edges and any teeth at them).
+        px = patch[lips > 0.9]
+        if len(px) >= 10:
+            luma = px @ np.array([0.299, 0.587, 0.114])
+            self.lip_lit_rgb = np.median(px[luma >= np.median(luma)], axis=0)
+        else:
+            self.lip_lit_rgb = lip_rgb
         # Teeth: white-ish, no brighter than the photo's highlights, tinted by its light.
         self.teeth_rgb = _teeth_colour(image, lm)
         self.cavity_rgb = lip_rgb * np.array([0.3, 0.14, 0.13])
@@ -256,7 +263,8 @@ class MouthLayer:
         weight = np.interp(xs, mid[:, 0], closed)[None, :]
         region = frame[y0:y1, x0:x1].astype(np.float32)
         # A band of lip colour over the remnants, then a thin shadow line where the lips meet.
-        for width, rgb, alpha in ((band, self.lip_rgb * 0.9, 0.9), (1, self.lip_rgb * 0.5, 0.8)):
+        # (Lips meeting are lit like the lips; only the line where they meet is in shadow.)
+        for width, rgb, alpha in ((band, self.lip_lit_rgb * 0.92, 0.85), (1, self.lip_rgb * 0.55, 0.7)):
             mask = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
             cv2.polylines(mask, [pts], False, 255, width, cv2.LINE_AA, _SHIFT)
             a = (cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 0.6) * weight * alpha)[..., None]

@@ -75,6 +75,7 @@ class _Crease:
     own: np.ndarray  # (h, w) float32 the photo's own relative crease shading in this group's region
     drivers: np.ndarray  # (52,) weights
     photo_weight: float  # the driver weight of the photo's own expression
+    fold: np.ndarray  # (h, w) float32 in [0, 1]: where the photo's own crease darkens its skin
     relax_only: bool  # the frame may smooth this group's photo shading, never deepen it
 
 
@@ -175,6 +176,8 @@ class WrinkleLayer:
         self.skin = skin_mask(image, lm, box)
         luma = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY).astype(np.float32) + 1.0
         canvas = _Canvas(box, fr)
+        # What a relaxed crease fades to: the photo's skin with its creases blurred away.
+        self._smooth = cv2.GaussianBlur(patch.astype(np.float32), (0, 0), max(0.03 * fr.iod, 1.0))
         photo_exp = np.asarray(photo_exp, dtype=np.float64)
         self.creases: list[_Crease] = []
         for name, (synth, own_dir, region) in _layout(canvas, fr, lm).items():
@@ -198,6 +201,7 @@ class WrinkleLayer:
                     own=np.ascontiguousarray(field_o[cy0:cy1, cx0:cx1]),
                     drivers=drivers,
                     photo_weight=_photo_weight(float(drivers @ photo_exp)),
+                    fold=np.clip(-field_o[cy0:cy1, cx0:cx1] / 0.06, 0.0, 1.0).astype(np.float32),
                     relax_only=name in _RELAX_ONLY,
                 )
             )
@@ -219,13 +223,13 @@ class WrinkleLayer:
         return out
 
     def gain(self, exp: np.ndarray) -> np.ndarray | None:
-        """Luminance gain minus one over the face box, (h, w) float32; None when every weight is zero."""
+        """Luminance gain minus one over the face box, (h, w) float32; None when no crease deepens."""
         x0, y0, x1, y1 = self.box
         field = None
         weights = self.weights(exp)
         for c in self.creases:
             w_synth, w_own = weights[c.name]
-            if w_synth < _MIN_WEIGHT and abs(w_own) < _MIN_WEIGHT:
+            if w_synth < _MIN_WEIGHT and w_own < _MIN_WEIGHT:
                 continue
             if field is None:
                 field = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
@@ -233,19 +237,43 @@ class WrinkleLayer:
             sub = field[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
             if w_synth >= _MIN_WEIGHT:
                 sub += np.float32(w_synth) * c.synth
-            if abs(w_own) >= _MIN_WEIGHT:
+            if w_own >= _MIN_WEIGHT:
                 sub += np.float32(w_own) * c.own
         return field
 
+    def relax(self, exp: np.ndarray) -> np.ndarray | None:
+        """How far each pixel of the face box fades to the smoothed photo, (h, w) float32 in [0, 1]:
+        the photo's own creases that this frame relaxes; None when it relaxes none."""
+        x0, y0, x1, y1 = self.box
+        field = None
+        weights = self.weights(exp)
+        for c in self.creases:
+            w_own = weights[c.name][1]
+            if w_own > -_MIN_WEIGHT:
+                continue
+            if field is None:
+                field = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
+            cx0, cy0, cx1, cy1 = c.box
+            field[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] += np.float32(-w_own) * c.fold
+        return None if field is None else np.minimum(field, 1.0)
+
     def apply(self, exp: np.ndarray) -> np.ndarray:
         """The source photo with this frame's creases shaded in (the photo itself when none are on)."""
-        field = self.gain(np.asarray(exp, dtype=np.float64))
-        if field is None:
+        exp = np.asarray(exp, dtype=np.float64)
+        field = self.gain(exp)
+        fade = self.relax(exp)
+        if field is None and fade is None:
             return self.image
         x0, y0, x1, y1 = self.box
         out = self.image.copy()
-        g = np.clip(1.0 + field, 0.4, 1.6)[..., None]
-        out[y0:y1, x0:x1] = np.clip(self.image[y0:y1, x0:x1] * g, 0, 255).astype(np.uint8)
+        patch = self.image[y0:y1, x0:x1].astype(np.float32)
+        if fade is not None:
+            # A relaxed crease fades into the skin around it (its colour too: brightening a fold's
+            # shadow by a gain leaves a saturated streak).
+            patch += fade[..., None] * (self._smooth - patch)
+        if field is not None:
+            patch *= np.clip(1.0 + field, 0.4, 1.6)[..., None]
+        out[y0:y1, x0:x1] = np.clip(patch, 0, 255).astype(np.uint8)
         return out
 
 
