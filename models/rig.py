@@ -710,11 +710,13 @@ def _fit_own_expression(v: np.ndarray, basis: np.ndarray) -> np.ndarray:
 # creases) these are what people and expression classifiers read (issue 3).
 _EMOTION_PROTOTYPES: dict[str, dict[str, float]] = {
     "neutral": {},
-    # AU6 + AU12 + AU25: a broad smile showing the upper teeth, cheeks raised, eyes narrowed (Duchenne)
+    # AU6 + AU12 + AU25 (+ a little AU1 + AU2): a broad smile showing the upper teeth, cheeks raised,
+    # eyes narrowed (Duchenne) under brows lifted a little (narrowed eyes under level brows glare)
     "happy": {"mouthSmileLeft": 1.0, "mouthSmileRight": 1.0, "cheekSquintLeft": 0.85, "cheekSquintRight": 0.85,
               "eyeSquintLeft": 0.45, "eyeSquintRight": 0.45, "jawOpen": 0.22, "mouthUpperUpLeft": 0.4,
               "mouthUpperUpRight": 0.4, "mouthLowerDownLeft": 0.35, "mouthLowerDownRight": 0.35,
-              "mouthStretchLeft": 0.2, "mouthStretchRight": 0.2, "mouthDimpleLeft": 0.2, "mouthDimpleRight": 0.2},
+              "mouthDimpleLeft": 0.2, "mouthDimpleRight": 0.2, "browInnerUp": 0.2, "browOuterUpLeft": 0.2,
+              "browOuterUpRight": 0.2},
     # AU1 + AU4 + AU15 + AU17 (+ AU43 lids half down): inner brows up and together, corners pulled
     # down, chin raised under a pushed-up lower lip, gaze and lids lowered
     "sad": {"browInnerUp": 1.0, "browDownLeft": 0.5, "browDownRight": 0.5, "mouthFrownLeft": 1.0,
