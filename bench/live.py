@@ -216,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
            f"{np.percentile(v, 95):.1f} ms over {len(v)} onsets" if len(v) else "no onsets measured")
           for th, v in onset.items()],
         ("CPU (100% = one core)", f"{100 * r['cpu']:.0f}%"),
-        ("memory start / at 20% / end / max", f"{r['rss_start'] / 2**20:.0f} / "
-         f"{r['rss_samples'][len(r['rss_samples']) // 5] / 2**20:.0f} / {r['rss_end'] / 2**20:.0f} / "
-         f"{max(r['rss_samples']) / 2**20:.0f} MiB"),
+        ("memory start / at 20% / 60% / end", " / ".join(
+            f"{m / 2**20:.0f}" for m in (r["rss_start"], *[r["rss_samples"][int(len(r["rss_samples"]) * q)]
+                                                           for q in (0.2, 0.6)], r["rss_end"])) + " MiB"),
     ]  # fmt: skip
     got = r["viewer"]
     if got is not None and got.video:

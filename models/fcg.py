@@ -13,8 +13,7 @@ feeds small coupling networks, instead of living inside each of the 2 x 16 coupl
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.audio import AudioConfig
+from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.distributions import StandardNormal, StudentTMixture
 from models.flow import Flow
 from models.transformer import ContextEncoder
@@ -424,48 +424,9 @@ class FCG(nn.Module):
     # -- checkpoints --------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:
         """Write ``config.json`` and ``model.safetensors`` into directory ``path``."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        meta = {"format_version": FORMAT_VERSION, "model": "fcg", "config": asdict(self.config)}
-        tmp = path / "config.json.partial"
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(path / "model.safetensors.partial"))
-        (path / "model.safetensors.partial").replace(path / "model.safetensors")
-        tmp.replace(path / "config.json")
+        save_checkpoint(self, self.config, path, kind="fcg", version=FORMAT_VERSION)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str = "cpu") -> FCG:
         """Rebuild from a checkpoint directory; missing or unexpected weights are an error."""
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        try:
-            meta = json.loads((path / "config.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot read {path / 'config.json'}: {exc}") from exc
-        if meta.get("model") != "fcg" or meta.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(
-                f"{path}: expected an fcg checkpoint of format {FORMAT_VERSION}, "
-                f"got model={meta.get('model')!r} format={meta.get('format_version')!r}"
-            )
-        try:
-            config = FCGConfig(**meta["config"])
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: bad config: {exc}") from exc
-        model = cls(config)
-        try:
-            state = load_file(str(path / "model.safetensors"), device=device)
-        except (OSError, RuntimeError) as exc:
-            raise CheckpointError(f"cannot read {path / 'model.safetensors'}: {exc}") from exc
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:  # missing, unexpected or mis-shaped weights, all listed
-            raise CheckpointError(f"{path}: weights do not match the config: {exc}") from exc
-        return model.to(device)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable or does not match its config."""
+        return load_checkpoint(cls, FCGConfig, path, kind="fcg", version=FORMAT_VERSION, device=device)

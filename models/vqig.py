@@ -12,15 +12,16 @@ feature transform (Zhou et al. 2022): ``fidelity`` w in [0, 1] mixes in E_w's sk
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 __all__ = [
     "PRESETS",
@@ -496,48 +497,9 @@ class VQIG(nn.Module):
     # -- checkpoints --------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:
         """Write ``config.json`` and ``model.safetensors`` into directory ``path``."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        meta = {"format_version": FORMAT_VERSION, "model": "vqig", "config": asdict(self.config)}
-        tmp = path / "config.json.partial"
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(path / "model.safetensors.partial"))
-        (path / "model.safetensors.partial").replace(path / "model.safetensors")
-        tmp.replace(path / "config.json")
+        save_checkpoint(self, self.config, path, kind="vqig", version=FORMAT_VERSION)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu") -> VQIG:
         """Rebuild from a checkpoint directory; missing or unexpected weights are an error."""
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        try:
-            meta = json.loads((path / "config.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot read {path / 'config.json'}: {exc}") from exc
-        if meta.get("model") != "vqig" or meta.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(
-                f"{path}: expected a vqig checkpoint of format {FORMAT_VERSION}, "
-                f"got model={meta.get('model')!r} format={meta.get('format_version')!r}"
-            )
-        try:
-            config = VQIGConfig(**meta["config"])
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: bad config: {exc}") from exc
-        model = cls(config)
-        try:
-            state = load_file(str(path / "model.safetensors"), device="cpu")
-        except (OSError, RuntimeError) as exc:
-            raise CheckpointError(f"cannot read {path / 'model.safetensors'}: {exc}") from exc
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:  # missing, unexpected or mis-shaped weights, all listed
-            raise CheckpointError(f"{path}: weights do not match the config: {exc}") from exc
-        return model.to(device)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable or does not match its config."""
+        return load_checkpoint(cls, VQIGConfig, path, kind="vqig", version=FORMAT_VERSION, device=device)
