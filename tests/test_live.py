@@ -545,3 +545,17 @@ def test_webrtc_peer_audio_drives_the_face(tmp_path) -> None:
     speaking = np.array([m["speaking"] for m in shapes])
     assert len(shapes) > 100 and speaking.any()
     assert jaw.max() > 0.3 and jaw[speaking].mean() > 3 * max(jaw[:10].mean(), 0.01)
+
+
+def test_microphone_is_chosen_by_index_or_name_with_a_clear_error() -> None:
+    from agent.errors import DeviceError
+    from agent.sources import MicSource
+
+    inputs = [(0, "HDA Intel PCH: ALC3246 Analog"), (3, "USB Audio Device: Mic"), (5, "pulse")]
+    assert MicSource._choose(None, inputs) is None  # the default device
+    assert MicSource._choose("3", inputs) == 3 and MicSource._choose(5, inputs) == 5
+    assert MicSource._choose("usb", inputs) == 3 and MicSource._choose("PULSE", inputs) == 5
+    with pytest.raises(DeviceError, match=r"no input device named like 'webcam'; inputs are 0: HDA"):
+        MicSource._choose("webcam", inputs)
+    with pytest.raises(DeviceError, match="no input device with index 7"):
+        MicSource._choose(7, inputs)
