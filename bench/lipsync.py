@@ -19,20 +19,11 @@ import numpy as np
 from agent.commands import DEFAULT_FCG, load_fcg, speech_coefficients
 from models.audio import load_audio
 from models.landmarks import FaceLandmarker, load_image
+from models.metrics import av_sync, speech_envelope
 from models.rig import BLENDSHAPE_NAMES, EMOTIONS, LOWER_INNER_LIP, UPPER_INNER_LIP, Rig
 
 ROOT = Path(__file__).resolve().parent.parent
 BLINK = BLENDSHAPE_NAMES.index("eyeBlinkLeft")
-
-
-def envelope(audio: np.ndarray, frames: int, fps: float = 25.0, rate: int = 16000) -> np.ndarray:
-    """RMS of the audio in each video frame's 1/fps slice, (frames,)."""
-    hop = rate / fps
-    out = np.zeros(frames)
-    for k in range(frames):
-        seg = audio[int(k * hop) : int((k + 1) * hop)]
-        out[k] = float(np.sqrt(np.mean(seg**2))) if len(seg) else 0.0
-    return out
 
 
 def aperture(rig: Rig, exp: np.ndarray) -> np.ndarray:
@@ -45,24 +36,11 @@ def aperture(rig: Rig, exp: np.ndarray) -> np.ndarray:
     return out
 
 
-def offset_and_correlation(a: np.ndarray, b: np.ndarray, max_lag: int = 8) -> tuple[int, float, float]:
-    """(lag maximizing corr(a[t], b[t - lag]), that correlation, the correlation at lag 0)."""
-    best, best_r = 0, -2.0
-    r0 = float(np.corrcoef(a, b)[0, 1])
-    for lag in range(-max_lag, max_lag + 1):
-        x = a[max(lag, 0) : len(a) + min(lag, 0)]
-        y = b[max(-lag, 0) : len(b) + min(-lag, 0)]
-        r = float(np.corrcoef(x, y)[0, 1])
-        if r > best_r:
-            best, best_r = lag, r
-    return best, best_r, r0
-
-
 def measure(model: object, rig: Rig, audio: np.ndarray, seed: int = 0) -> dict[str, float]:
     seq = speech_coefficients(model, audio, seed=seed)  # type: ignore[arg-type]
     ap = aperture(rig, seq.exp)
-    env = envelope(audio, len(ap))
-    lag, r, r0 = offset_and_correlation(ap, env)
+    env = speech_envelope(audio, len(ap))
+    lag, _, r, r0 = av_sync(ap, env, max_offset=8)
     loud = env > 0.1 * env.max()
     speech = np.convolve(loud, np.ones(5), "same") > 0  # within 2 frames of sound
     blinks = int(((seq.exp[1:, BLINK] > 0.5) & (seq.exp[:-1, BLINK] <= 0.5)).sum())
