@@ -266,3 +266,46 @@ def test_page_plays_webrtc_video_and_steers_emotion(agent, tmp_path: Path) -> No
     # Measured: width +9..14 %, lift +0.04..0.09 IOD (speaking or idle on either side of the click).
     assert h_width > n_width * 1.04, (n_width, h_width)
     assert h_lift > n_lift + 0.025, (n_lift, h_lift)
+
+
+def test_page_reconnects_when_the_agent_restarts(tmp_path: Path) -> None:
+    """The agent stops and a new one starts on the same port: the page says it is reconnecting, then
+    plays the new agent's video without a reload."""
+    from playwright.sync_api import sync_playwright
+
+    from agent.live import LiveOptions
+
+    def start(port: int) -> AgentThread:
+        return AgentThread(LiveOptions(audio_source=f"file:{ROOT / 'assets' / 'demo_speech.wav'}",
+                                       virtualcam=False, virtual_mic=False, port=port))  # fmt: skip
+
+    first = start(0)
+    port = first.agent.port
+    second = None
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            page.goto(first.agent.url)
+            page.wait_for_function(
+                "() => document.getElementById('st-viewers').textContent === '1'", timeout=60_000
+            )
+            first.stop()
+            page.wait_for_function(
+                "() => document.getElementById('log').textContent.includes('reconnecting')", timeout=20_000
+            )
+            second = start(port)
+            page.wait_for_function(
+                "() => document.getElementById('start').textContent === 'Connected'"
+                " && document.getElementById('st-viewers').textContent === '1'"
+                " && document.getElementById('video').videoWidth === 512",
+                timeout=60_000,
+            )
+            assert page.text_content("#log") == ""
+            assert second.agent.peers.viewers == 1
+        finally:
+            context.close()
+            if second is not None:
+                second.stop()
