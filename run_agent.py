@@ -135,7 +135,13 @@ def _live_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--emotion", choices=EMOTIONS, default="neutral")
     p.add_argument("--intensity", type=float, default=0.8, help="in [0, 1] (%(default)s)")
     p.add_argument("--size", type=int, default=512, help="output frame size in pixels (%(default)s)")
-    p.add_argument("--fps", type=int, default=25, help="frames per second (%(default)s; the FCG's rate)")
+    p.add_argument(
+        "--fps",
+        type=int,
+        default=25,
+        help="virtual webcam frames per second (%(default)s: the face is made at 25 fps, "
+        "another rate repeats or skips frames)",
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="(%(default)s)")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
     p.add_argument("--seed", type=int, default=0, help="different seeds: different blinks and head motion")

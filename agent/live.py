@@ -70,8 +70,8 @@ class LiveOptions:
             raise ConfigError(f"--intensity must be in [0, 1], got {self.intensity}")
         if not 64 <= self.size <= 2048:
             raise ConfigError(f"--size must be in [64, 2048] pixels, got {self.size}")
-        if self.fps != 25:
-            raise ConfigError(f"--fps: the coefficient generator runs at 25 fps; got {self.fps}")
+        if not 1 <= self.fps <= 60:
+            raise ConfigError(f"--fps must be in 1..60 (the virtual webcam's rate), got {self.fps}")
         if not (self.audio_source in ("mic", "webrtc") or self.audio_source.startswith("file:")):
             raise ConfigError(f"--audio-source must be mic, file:PATH or webrtc; got {self.audio_source!r}")
         if self.duration_s is not None and self.duration_s <= 0:
@@ -127,7 +127,8 @@ class LiveAgent:
                  "" if o.badge else " (no visible badge)")  # fmt: skip
         self.refiner = None
         self.clock = MediaClock(16000)
-        self.control = ControlState(emotion=o.emotion, intensity=o.intensity, style=Style(), fps=o.fps)
+        self.control = ControlState(emotion=o.emotion, intensity=o.intensity, style=Style(),
+                                    fps=self.model.config.audio_config().fps)  # fmt: skip
         self.animator = Animator(self.model, render, self.control, seed=o.seed, post=self._post)
         self.pipeline = LivePipeline(self.animator, self.clock)
 

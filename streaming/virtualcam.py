@@ -15,6 +15,7 @@ import platform
 import cv2
 import numpy as np
 
+from agent.clock import Pacer
 from agent.pipeline import Frame, LivePipeline
 
 __all__ = ["VirtualCamSink", "install_hint", "open_virtualcam"]
@@ -32,13 +33,19 @@ def install_hint() -> str:
 
 
 class VirtualCamSink:
-    """Sends every frame it gets to ``camera`` (a pyvirtualcam.Camera), resized to its size."""
+    """Sends frames to ``camera`` (a pyvirtualcam.Camera), resized to its size.
 
-    def __init__(self, camera, pipeline: LivePipeline) -> None:
-        self.camera, self.pipeline = camera, pipeline
+    At the pipeline's own rate (25 fps) every frame goes out as it comes; at another camera rate
+    the newest frame is sent on the camera's own clock (repeated or skipped as needed), as a camera
+    would.
+    """
+
+    def __init__(self, camera, pipeline: LivePipeline, fps: float = 25.0) -> None:
+        self.camera, self.pipeline, self.fps = camera, pipeline, fps
         self.size = (camera.width, camera.height)
         self.sent = 0
         self._queue = pipeline.frames.subscribe(maxsize=2, name="virtual webcam")
+        self._latest: Frame | None = None
 
     def _send(self, image: np.ndarray) -> None:
         if (image.shape[1], image.shape[0]) != self.size:
@@ -48,12 +55,30 @@ class VirtualCamSink:
 
     async def run(self) -> None:
         try:
-            while True:
-                frame: Frame = await self._queue.get()
-                await asyncio.to_thread(self._send, frame.image)
+            if abs(self.fps - self.pipeline.animator.fps) < 1e-6:
+                while True:
+                    frame: Frame = await self._queue.get()
+                    await asyncio.to_thread(self._send, frame.image)
+            else:
+                await self._run_own_clock()
         finally:
             self.pipeline.frames.unsubscribe(self._queue)
             self.camera.close()
+
+    async def _run_own_clock(self) -> None:
+        async def take() -> None:
+            while True:
+                self._latest = await self._queue.get()
+
+        taker = asyncio.create_task(take(), name="virtual webcam frames")
+        pacer = Pacer(self.pipeline.clock, 1.0 / self.fps)
+        try:
+            while True:
+                await pacer.wait()
+                if self._latest is not None:
+                    await asyncio.to_thread(self._send, self._latest.image)
+        finally:
+            taker.cancel()
 
 
 def open_virtualcam(
@@ -72,4 +97,4 @@ def open_virtualcam(
         log.warning("virtual webcam: off (%s); to get one, %s", first, install_hint())
         return None
     log.info("virtual webcam: %s (%dx%d at %g fps)", camera.device, width, height, fps)
-    return VirtualCamSink(camera, pipeline)
+    return VirtualCamSink(camera, pipeline, fps)

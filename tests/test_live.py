@@ -322,35 +322,41 @@ def test_virtual_webcam_sink_through_pyvirtualcam_backend(live, caplog) -> None:
 
     from streaming.virtualcam import open_virtualcam
 
-    received: list[np.ndarray] = []
+    received: dict[str, list] = {}
 
     class Recording:
         def __init__(self, *, width, height, fps, fourcc, device, **kw) -> None:
             self.size = (width, height)
+            self.frames = received.setdefault(f"{fps:g}", [])
 
         def device(self) -> str:
             return "test-camera"
 
         def send(self, frame: np.ndarray) -> None:
-            received.append(frame.reshape(self.size[1], self.size[0], 3).copy())  # it comes flat
+            self.frames.append(frame.reshape(self.size[1], self.size[0], 3).copy())  # it comes flat
 
         def close(self) -> None:
-            received.append(None)
+            self.frames.append(None)
 
     pyvirtualcam.register_backend("flowvq-test", Recording)
 
     async def run() -> None:
-        sink = open_virtualcam(live.agent.pipeline, 256, 256, 25, backend="flowvq-test")
-        assert sink is not None
-        task = asyncio.ensure_future(sink.run())
-        await asyncio.sleep(1.5)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        sinks = [
+            open_virtualcam(live.agent.pipeline, 256, 256, fps, backend="flowvq-test") for fps in (25, 30)
+        ]
+        assert None not in sinks
+        tasks = [asyncio.ensure_future(sink.run()) for sink in sinks]
+        await asyncio.sleep(2.0)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run_coroutine_threadsafe(run(), live.loop).result(30)
-    frames = [f for f in received if f is not None]
-    assert len(frames) >= 25 and received[-1] is None  # ~25 fps, and the camera was closed
-    assert frames[-1].shape == (256, 256, 3) and frames[-1].dtype == np.uint8 and frames[-1].std() > 20
+    at25, at30 = ([f for f in received[k] if f is not None] for k in ("25", "30"))
+    assert received["25"][-1] is None and received["30"][-1] is None  # the cameras were closed
+    assert len(at25) >= 35  # every frame of the pipeline (25 fps)
+    assert 1.1 < len(at30) / len(at25) < 1.3  # a 30 fps camera gets 30 a second, on its own clock
+    assert at25[-1].shape == (256, 256, 3) and at25[-1].dtype == np.uint8 and at25[-1].std() > 20
     with caplog.at_level(logging.WARNING):
         # Linux's own backend: no v4l2loopback device exists here.
         assert open_virtualcam(live.agent.pipeline, 512, 512, 25, backend="v4l2loopback") is None
