@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import secrets
@@ -35,7 +36,16 @@ __all__ = ["LiveAgent", "LiveOptions", "run_live"]
 log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` serves this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 @dataclass
@@ -191,7 +201,7 @@ class LiveAgent:
         self.push_source = None
         source = self._source()
         token = o.token
-        if o.host not in LOOPBACK:
+        if not is_loopback(o.host):
             if token is None:
                 token = secrets.token_urlsafe(16)
                 log.warning("binding %s (not loopback): a token is required; generated one", o.host)

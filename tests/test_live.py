@@ -565,3 +565,10 @@ def test_microphone_is_chosen_by_index_or_name_with_a_clear_error() -> None:
         MicSource._choose("webcam", inputs)
     with pytest.raises(DeviceError, match="no input device with index 7"):
         MicSource._choose(7, inputs)
+
+
+def test_only_loopback_binds_without_a_token() -> None:
+    from agent.live import is_loopback
+
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "localhost", "::1"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.5", "myhost.example"))
