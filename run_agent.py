@@ -13,7 +13,6 @@ from agent.errors import AgentError
 from models.rig import EMOTIONS
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-COMMANDS = ("live", "render", "animate", "reenact", "pose")
 
 
 def _parser() -> argparse.ArgumentParser:
