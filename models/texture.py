@@ -93,6 +93,18 @@ class MouthLayer:
         self.gum_rgb = np.clip(lip_rgb * np.array([1.0, 0.72, 0.72]) + np.array([12.0, 0.0, 0.0]), 0, 255)
         gap = (lm[list(LOWER_INNER_LIP[1:-1]), 1] - lm[list(UPPER_INNER_LIP[1:-1]), 1]).max() / iod
         self.uses_photo_teeth = bool(gap > 0.06)
+        # The lips' own red (the redder half of the lip pixels, a little more saturated: painted flat,
+        # the mean looks grey next to the skin).
+        if len(px) >= 10:
+            red = px[:, 0] - px[:, 1]
+            rgb = np.median(px[red >= np.median(red)], axis=0)
+            self.lip_paint_rgb = np.clip(rgb.mean() + 1.25 * (rgb - rgb.mean()), 0, 255)
+        else:
+            self.lip_paint_rgb = lip_rgb
+        # The lips' grain (high-pass of the lit lip pixels, in luma) for re-synthesized lips.
+        grey = cv2.cvtColor(np.clip(patch, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        hp = grey - cv2.GaussianBlur(grey, (0, 0), 1.5)
+        self._lip_grain = float(np.clip(hp[lips > 0.9].std() if (lips > 0.9).sum() >= 10 else 3.0, 1.0, 6.0))
         self.upper_tex, self.lower_tex = self._synth_textures()
         if self.uses_photo_teeth:
             self._take_photo_teeth(image, lm, iod, float(gap))
@@ -171,6 +183,7 @@ class MouthLayer:
         self._paint_interior(frame, lm, exp, up, lo)
         if self.uses_photo_teeth:
             self._paint_seam(frame, up, lo, _iod(lm))
+            self._paint_lips(frame, lm, up, lo, _iod(lm))
 
     def _paint_interior(
         self, frame: np.ndarray, lm: np.ndarray, exp: np.ndarray, up: np.ndarray, lo: np.ndarray
@@ -270,6 +283,98 @@ class MouthLayer:
             a = (cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 0.6) * weight * alpha)[..., None]
             region = region * (1 - a) + rgb * a
         frame[y0:y1, x0:x1] = np.clip(region, 0, 255).astype(np.uint8)
+
+    # Relaxed closed lips (IOD units): thickness of the upper and lower lip at the middle, and how
+    # far the corners sit below the middle of the line where they meet.
+    LIP_UP, LIP_LO, LIP_DROOP = 0.09, 0.125, 0.01
+    LIP_SHADOW = 0.12  # how much the shadow under the lower lip darkens the chin
+
+    def _paint_lips(
+        self, frame: np.ndarray, lm: np.ndarray, up: np.ndarray, lo: np.ndarray, iod: float
+    ) -> None:
+        """Closed lips re-synthesized over a photo that smiles with its mouth open.
+
+        Warped shut, such a photo's lips are thin stretched bands, pale between dark edges, curving
+        up into the cheeks: at a glance (and to a classifier) still a grin. Where the frame closes
+        the mouth, the warped lips are painted over with the skin around them, and full relaxed
+        lips drawn instead: as wide as the target corners, the line where they meet straight, the
+        colour and grain of the photo's own lips, lit from above (the upper lip in shade, a soft
+        highlight on the lower one), a soft darker line where they meet, feathered into the skin.
+        """
+        gap = lo[:, 1] - up[:, 1]
+        closed = float(np.clip(1.0 - (gap[1:-1].max() / iod - 0.025) / 0.035, 0.0, 1.0))
+        if closed <= 0.0:
+            return
+        out_up = lm[list(UPPER_OUTER_LIP), :2]
+        out_lo = lm[list(LOWER_OUTER_LIP), :2]
+        c0, c1 = 0.5 * (up[0] + out_up[0]), 0.5 * (up[-1] + out_up[-1])
+        ax = (c1 - c0) / max(np.linalg.norm(c1 - c0), 1e-6)
+        bx = np.array([-ax[1], ax[0]])
+        ring = np.concatenate([out_up, out_lo[::-1][1:-1]])
+        pad = int(0.12 * iod) + 3
+        x0, y0, x1, y1 = _box(ring, pad, frame.shape[1], frame.shape[0])
+        if x1 <= x0 or y1 <= y0:
+            return
+        origin = np.array([x0, y0], dtype=np.float64)
+        shape = (y1 - y0, x1 - x0)
+        gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
+        a = (gx - c0[0]) * ax[0] + (gy - c0[1]) * ax[1]
+        b = (gx - c0[0]) * bx[0] + (gy - c0[1]) * bx[1]
+        width = max(float(np.dot(c1 - c0, ax)), 1e-6)
+        x = 2.0 * a / width - 1.0  # -1 .. 1 across the mouth
+        xc = np.clip(x, -1.0, 1.0)
+        mid = 0.5 * (up[len(up) // 2] + lo[len(lo) // 2])
+        b_mid = float((mid - c0) @ bx)
+        # The line where the lips meet: from the middle's height, the corners a little lower.
+        b_meet = b_mid * (1.0 - xc**2) + self.LIP_DROOP * iod * xc**2
+        taper = np.sqrt(np.clip(1.0 - xc**2, 0.0, 1.0))
+        bow = 1.0 - 0.15 * np.exp(-((x / 0.08) ** 2))  # the dip of the cupid's bow
+        b_top = b_meet - self.LIP_UP * iod * taper**0.8 * bow
+        b_bot = b_meet + self.LIP_LO * iod * taper**1.2
+        inside = np.clip(np.minimum(b - b_top, b_bot - b) + 0.5, 0.0, 1.0) * (np.abs(x) < 1.0)
+        # 1. The warped lips (and their dark edges) covered by the skin around them.
+        # (The smile's dimples beside the corners go too.)
+        corners = np.exp(
+            -0.5 * ((np.abs(x) - 1.0) * width / 2.0 / (0.07 * iod)) ** 2
+            - 0.5 * (b - b_mid) ** 2 / (0.06 * iod) ** 2
+        )
+        zone = cv2.dilate(
+            np.maximum(
+                np.maximum(_poly_mask(shape, ring, origin), inside.astype(np.float32)),
+                corners.astype(np.float32),
+            ),
+            cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)),
+            iterations=max(int(0.02 * iod), 1),
+        )
+        region = frame[y0:y1, x0:x1].astype(np.float32)
+        keep = 1.0 - zone
+        sig = max(0.06 * iod, 2.0)
+        skin = (
+            cv2.GaussianBlur(region * keep[..., None], (0, 0), sig)
+            / np.maximum(cv2.GaussianBlur(keep, (0, 0), sig), 1e-3)[..., None]
+        )
+        rng = np.random.default_rng(11)
+        noise = rng.normal(0.0, 1.0, shape).astype(np.float32)
+        skin += cv2.GaussianBlur(noise, (0, 0), 0.6)[..., None] * 0.6 * self._lip_grain
+        z = cv2.GaussianBlur(zone, (0, 0), max(0.02 * iod, 1.0))[..., None] * closed
+        region = region * (1 - z) + skin * z
+        # The relaxed lower lip stands out over the chin: its shadow under it (lit from above).
+        d = (b - b_bot) / iod
+        under = np.exp(-0.5 * ((d - 0.035) / 0.025) ** 2) * np.clip((0.85 - np.abs(x)) / 0.3, 0.0, 1.0)
+        region *= (1.0 - self.LIP_SHADOW * closed * under)[..., None]
+        # 2. The relaxed lips.
+        s_up = np.clip((b_meet - b) / np.maximum(b_meet - b_top, 1e-3), 0.0, 1.0)  # 0 at the line
+        s_lo = np.clip((b - b_meet) / np.maximum(b_bot - b_meet, 1e-3), 0.0, 1.0)
+        upper = b < b_meet
+        shade = np.where(upper, 0.84 + 0.06 * s_up, 0.98 - 0.1 * s_lo**2)
+        shade = shade + 0.07 * np.exp(-(((s_lo - 0.45) / 0.22) ** 2) - (x / 0.45) ** 2) * ~upper
+        line = np.exp(-0.5 * ((b - b_meet) / max(0.014 * iod, 0.8)) ** 2)
+        shade = shade * (1.0 - 0.35 * line * (0.7 + 0.3 * np.abs(xc)))
+        rgb = self.lip_paint_rgb * shade[..., None]
+        rgb = rgb + cv2.GaussianBlur(np.roll(noise, 7, 0), (0, 0), 0.6)[..., None] * self._lip_grain
+        alpha = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), max(0.01 * iod, 0.7)) * closed
+        m = alpha[..., None]
+        frame[y0:y1, x0:x1] = np.clip(region * (1 - m) + rgb * m, 0, 255).astype(np.uint8)
 
 
 # Tooth boundaries across the mouth (|x|, corner-to-corner in -1..1) and crown lengths (IOD) for

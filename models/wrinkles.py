@@ -178,6 +178,19 @@ class WrinkleLayer:
         canvas = _Canvas(box, fr)
         # What a relaxed crease fades to: the photo's skin with its creases blurred away.
         self._smooth = cv2.GaussianBlur(patch.astype(np.float32), (0, 0), max(0.03 * fr.iod, 1.0))
+        # What a relaxed smile's cheeks fade to: the skin's colour low-passed (only skin pixels
+        # averaged, so lips, nostrils and hair do not bleed in), its fine grain put back.
+        sk = cv2.GaussianBlur(self.skin, (0, 0), max(0.15 * fr.iod, 1.0)) + 1e-4
+        wide = cv2.GaussianBlur(
+            patch.astype(np.float32) * self.skin[..., None], (0, 0), max(0.15 * fr.iod, 1.0)
+        )
+        grain = luma / cv2.GaussianBlur(luma, (0, 0), max(0.012 * fr.iod, 0.8))
+        self._flat = (wide / sk[..., None]) * grain.clip(0.8, 1.2)[..., None]
+        # Where it fades: the skin with its small dark holes (the smile's own deepest folds) filled.
+        k = max(int(0.04 * fr.iod), 1)
+        closed_skin = cv2.morphologyEx(
+            self.skin, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
+        )
         photo_exp = np.asarray(photo_exp, dtype=np.float64)
         self.creases: list[_Crease] = []
         for name, (synth, own_dir, region) in _layout(canvas, fr, lm).items():
@@ -201,7 +214,11 @@ class WrinkleLayer:
                     own=np.ascontiguousarray(field_o[cy0:cy1, cx0:cx1]),
                     drivers=drivers,
                     photo_weight=_photo_weight(float(drivers @ photo_exp)),
-                    fold=np.clip(-field_o[cy0:cy1, cx0:cx1] / 0.06, 0.0, 1.0).astype(np.float32),
+                    fold=(
+                        (region * closed_skin)[cy0:cy1, cx0:cx1].astype(np.float32)
+                        if name in _RELAX_ONLY
+                        else np.clip(-field_o[cy0:cy1, cx0:cx1] / 0.06, 0.0, 1.0).astype(np.float32)
+                    ),
                     relax_only=name in _RELAX_ONLY,
                 )
             )
@@ -241,15 +258,16 @@ class WrinkleLayer:
                 sub += np.float32(w_own) * c.own
         return field
 
-    def relax(self, exp: np.ndarray) -> np.ndarray | None:
+    def relax(self, exp: np.ndarray, flatten: bool = False) -> np.ndarray | None:
         """How far each pixel of the face box fades to the smoothed photo, (h, w) float32 in [0, 1]:
-        the photo's own creases that this frame relaxes; None when it relaxes none."""
+        the photo's own creases that this frame relaxes; None when it relaxes none. With
+        ``flatten``, how far it fades to the flattened skin instead: the cheeks of a relaxed smile."""
         x0, y0, x1, y1 = self.box
         field = None
         weights = self.weights(exp)
         for c in self.creases:
             w_own = weights[c.name][1]
-            if w_own > -_MIN_WEIGHT:
+            if w_own > -_MIN_WEIGHT or c.relax_only != flatten:
                 continue
             if field is None:
                 field = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
@@ -262,7 +280,8 @@ class WrinkleLayer:
         exp = np.asarray(exp, dtype=np.float64)
         field = self.gain(exp)
         fade = self.relax(exp)
-        if field is None and fade is None:
+        flat = self.relax(exp, flatten=True)
+        if field is None and fade is None and flat is None:
             return self.image
         x0, y0, x1, y1 = self.box
         out = self.image.copy()
@@ -271,6 +290,8 @@ class WrinkleLayer:
             # A relaxed crease fades into the skin around it (its colour too: brightening a fold's
             # shadow by a gain leaves a saturated streak).
             patch += fade[..., None] * (self._smooth - patch)
+        if flat is not None:
+            patch += flat[..., None] * (self._flat - patch)
         if field is not None:
             patch *= np.clip(1.0 + field, 0.4, 1.6)[..., None]
         out[y0:y1, x0:x1] = np.clip(patch, 0, 255).astype(np.uint8)
@@ -433,7 +454,7 @@ def _layout(canvas: _Canvas, fr: _Frame, lm: np.ndarray) -> dict[str, tuple[np.n
     # Smile shading: the cheek beside the nose down past the mouth corner (no drawn crease).
     for sign, name, ala, corner in ((1.0, "L", 358, 291), (-1.0, "R", 129, 61)):
         a, c = uv[ala], uv[corner]
-        poly = np.array([a + [-sign * 0.02, -0.05], a + [sign * 0.42, -0.02], c + [sign * 0.38, 0.24],
+        poly = np.array([a + [-sign * 0.02, -0.22], a + [sign * 0.45, -0.2], c + [sign * 0.38, 0.24],
                          c + [0.0, 0.3], c + [-sign * 0.14, 0.08], c + [-sign * 0.1, -0.12]])  # fmt: skip
         out[f"smile_{name}"] = (np.zeros(canvas.shape, np.float32), "m", _soft_region(canvas, fr, poly, 0.06))
     return out
