@@ -34,6 +34,7 @@ _UPPER_UP = [BLENDSHAPE_NAMES.index(n) for n in ("mouthUpperUpLeft", "mouthUpper
 _SNEER = [BLENDSHAPE_NAMES.index(n) for n in ("noseSneerLeft", "noseSneerRight")]
 _FUNNEL = BLENDSHAPE_NAMES.index("mouthFunnel")
 _PUCKER = BLENDSHAPE_NAMES.index("mouthPucker")
+_SMILE = [BLENDSHAPE_NAMES.index(n) for n in ("mouthSmileLeft", "mouthSmileRight")]
 
 
 def _poly_mask(shape: tuple[int, int], poly: np.ndarray, origin: np.ndarray) -> np.ndarray:
@@ -93,12 +94,13 @@ class MouthLayer:
         self.gum_rgb = np.clip(lip_rgb * np.array([1.0, 0.72, 0.72]) + np.array([12.0, 0.0, 0.0]), 0, 255)
         gap = (lm[list(LOWER_INNER_LIP[1:-1]), 1] - lm[list(UPPER_INNER_LIP[1:-1]), 1]).max() / iod
         self.uses_photo_teeth = bool(gap > 0.06)
+        self._photo_smile = float(np.asarray(photo_exp, dtype=np.float64)[_SMILE].mean())
         # The lips' own red (the redder half of the lip pixels, a little more saturated: painted flat,
         # the mean looks grey next to the skin).
         if len(px) >= 10:
             red = px[:, 0] - px[:, 1]
             rgb = np.median(px[red >= np.median(red)], axis=0)
-            self.lip_paint_rgb = np.clip(rgb.mean() + 1.25 * (rgb - rgb.mean()), 0, 255)
+            self.lip_paint_rgb = np.clip(rgb.mean() + 1.1 * (rgb - rgb.mean()), 0, 255)
         else:
             self.lip_paint_rgb = lip_rgb
         # The lips' grain (high-pass of the lit lip pixels, in luma) for re-synthesized lips.
@@ -183,7 +185,7 @@ class MouthLayer:
         self._paint_interior(frame, lm, exp, up, lo)
         if self.uses_photo_teeth:
             self._paint_seam(frame, up, lo, _iod(lm))
-            self._paint_lips(frame, lm, up, lo, _iod(lm))
+            self._paint_lips(frame, lm, exp, up, lo, _iod(lm))
 
     def _paint_interior(
         self, frame: np.ndarray, lm: np.ndarray, exp: np.ndarray, up: np.ndarray, lo: np.ndarray
@@ -290,21 +292,27 @@ class MouthLayer:
     LIP_SHADOW = 0.12  # how much the shadow under the lower lip darkens the chin
 
     def _paint_lips(
-        self, frame: np.ndarray, lm: np.ndarray, up: np.ndarray, lo: np.ndarray, iod: float
+        self, frame: np.ndarray, lm: np.ndarray, exp: np.ndarray, up: np.ndarray, lo: np.ndarray, iod: float
     ) -> None:
-        """Closed lips re-synthesized over a photo that smiles with its mouth open.
+        """Relaxed lips re-synthesized over a photo that smiles with its mouth open.
 
         Warped shut, such a photo's lips are thin stretched bands, pale between dark edges, curving
-        up into the cheeks: at a glance (and to a classifier) still a grin. Where the frame closes
-        the mouth, the warped lips are painted over with the skin around them, and full relaxed
-        lips drawn instead: as wide as the target corners, the line where they meet straight, the
-        colour and grain of the photo's own lips, lit from above (the upper lip in shade, a soft
-        highlight on the lower one), a soft darker line where they meet, feathered into the skin.
+        up into the cheeks: at a glance (and to a classifier) still a grin. As far as the frame
+        relaxes the photo's smile, the warped lips are painted over with the skin around them and
+        full relaxed lips drawn on the target inner lip contours instead (so they part with the
+        jaw, the interior painted between them): as wide as the target corners, the line where
+        closed lips meet straightened, the colour and grain of the photo's own lips, lit from
+        above (the upper lip in shade, a soft highlight on the lower one and a shadow under it), a
+        soft darker line where they meet, feathered into the skin.
         """
+        smile = float(exp[_SMILE].mean())
+        relax = float(np.clip((self._photo_smile - smile) / max(self._photo_smile, 1e-3), 0.0, 1.0))
+        # Lips pushed into an O (surprise) are no band along the mouth: the warp's own lips stay.
+        relax *= float(np.clip(1.0 - 2.5 * max(float(exp[_FUNNEL]), float(exp[_PUCKER])), 0.0, 1.0))
+        if relax <= 0.0:
+            return
         gap = lo[:, 1] - up[:, 1]
         closed = float(np.clip(1.0 - (gap[1:-1].max() / iod - 0.025) / 0.035, 0.0, 1.0))
-        if closed <= 0.0:
-            return
         out_up = lm[list(UPPER_OUTER_LIP), :2]
         out_lo = lm[list(LOWER_OUTER_LIP), :2]
         c0, c1 = 0.5 * (up[0] + out_up[0]), 0.5 * (up[-1] + out_up[-1])
@@ -323,15 +331,33 @@ class MouthLayer:
         width = max(float(np.dot(c1 - c0, ax)), 1e-6)
         x = 2.0 * a / width - 1.0  # -1 .. 1 across the mouth
         xc = np.clip(x, -1.0, 1.0)
+
+        def along(chain: np.ndarray) -> np.ndarray:
+            ca, cb = (chain - c0) @ ax, (chain - c0) @ bx
+            k = np.argsort(ca)
+            return np.interp(a, ca[k], cb[k])
+
         mid = 0.5 * (up[len(up) // 2] + lo[len(lo) // 2])
         b_mid = float((mid - c0) @ bx)
-        # The line where the lips meet: from the middle's height, the corners a little lower.
-        b_meet = b_mid * (1.0 - xc**2) + self.LIP_DROOP * iod * xc**2
+        # Closed, the line where the lips meet is straightened (the corners a little lower than
+        # the middle); parted, the lips' inner edges are the target inner contours.
+        b_in_up, b_in_lo = along(up), along(lo)
+        straight = b_mid * (1.0 - xc**2) + self.LIP_DROOP * iod * xc**2
+        corr = (straight - 0.5 * (b_in_up + b_in_lo)) * closed
+        b_up, b_lo = b_in_up + corr, np.maximum(b_in_lo + corr, b_in_up + corr)
         taper = np.sqrt(np.clip(1.0 - xc**2, 0.0, 1.0))
         bow = 1.0 - 0.15 * np.exp(-((x / 0.08) ** 2))  # the dip of the cupid's bow
-        b_top = b_meet - self.LIP_UP * iod * taper**0.8 * bow
-        b_bot = b_meet + self.LIP_LO * iod * taper**1.2
-        inside = np.clip(np.minimum(b - b_top, b_bot - b) + 0.5, 0.0, 1.0) * (np.abs(x) < 1.0)
+        b_top = b_up - self.LIP_UP * iod * taper**0.8 * bow
+        b_bot = b_lo + self.LIP_LO * iod * taper**1.2
+        lip_up = np.clip(np.minimum(b - b_top, b_up - b) + 0.5, 0.0, 1.0)
+        lip_lo = np.clip(np.minimum(b - b_lo, b_bot - b) + 0.5, 0.0, 1.0)
+        inside = np.maximum(lip_up, lip_lo) * (np.abs(x) < 1.0)
+        # The opening between the parted lips keeps the interior painted there.
+        inner = np.concatenate([up, lo[::-1][1:-1]])
+        hole = np.maximum(
+            np.clip(np.minimum(b - b_up, b_lo - b) + 0.5, 0.0, 1.0) * (np.abs(x) < 1.0),
+            _poly_mask(shape, inner, origin),
+        ) * (1.0 - closed)
         # 1. The warped lips (and their dark edges) covered by the skin around them.
         # (The smile's dimples beside the corners go too.)
         corners = np.exp(
@@ -356,23 +382,28 @@ class MouthLayer:
         rng = np.random.default_rng(11)
         noise = rng.normal(0.0, 1.0, shape).astype(np.float32)
         skin += cv2.GaussianBlur(noise, (0, 0), 0.6)[..., None] * 0.6 * self._lip_grain
-        z = cv2.GaussianBlur(zone, (0, 0), max(0.02 * iod, 1.0))[..., None] * closed
-        region = region * (1 - z) + skin * z
+        z = cv2.GaussianBlur(zone, (0, 0), max(0.02 * iod, 1.0)) * (1.0 - hole) * relax
+        region = region * (1 - z[..., None]) + skin * z[..., None]
         # The relaxed lower lip stands out over the chin: its shadow under it (lit from above).
         d = (b - b_bot) / iod
         under = np.exp(-0.5 * ((d - 0.035) / 0.025) ** 2) * np.clip((0.85 - np.abs(x)) / 0.3, 0.0, 1.0)
-        region *= (1.0 - self.LIP_SHADOW * closed * under)[..., None]
+        region *= (1.0 - self.LIP_SHADOW * relax * under)[..., None]
         # 2. The relaxed lips.
-        s_up = np.clip((b_meet - b) / np.maximum(b_meet - b_top, 1e-3), 0.0, 1.0)  # 0 at the line
-        s_lo = np.clip((b - b_meet) / np.maximum(b_bot - b_meet, 1e-3), 0.0, 1.0)
-        upper = b < b_meet
+        upper = b < 0.5 * (b_up + b_lo)
+        s_up = np.clip((b_up - b) / np.maximum(b_up - b_top, 1e-3), 0.0, 1.0)  # 0 at the inner edge
+        s_lo = np.clip((b - b_lo) / np.maximum(b_bot - b_lo, 1e-3), 0.0, 1.0)
         shade = np.where(upper, 0.84 + 0.06 * s_up, 0.98 - 0.1 * s_lo**2)
         shade = shade + 0.07 * np.exp(-(((s_lo - 0.45) / 0.22) ** 2) - (x / 0.45) ** 2) * ~upper
-        line = np.exp(-0.5 * ((b - b_meet) / max(0.014 * iod, 0.8)) ** 2)
-        shade = shade * (1.0 - 0.35 * line * (0.7 + 0.3 * np.abs(xc)))
+        edge = np.where(upper, b_up - b, b - b_lo)
+        line = np.exp(-0.5 * (edge / max(0.014 * iod, 0.8)) ** 2)
+        shade = shade * (1.0 - 0.35 * line * (0.7 + 0.3 * np.abs(xc)) * (0.4 + 0.6 * closed))
         rgb = self.lip_paint_rgb * shade[..., None]
-        rgb = rgb + cv2.GaussianBlur(np.roll(noise, 7, 0), (0, 0), 0.6)[..., None] * self._lip_grain
-        alpha = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), max(0.01 * iod, 0.7)) * closed
+        # The photo's lip grain, and the fine vertical lines of the lips' skin.
+        lines = cv2.GaussianBlur(np.roll(noise, 7, 0), (0, 0), sigmaX=0.7, sigmaY=max(0.02 * iod, 1.0))
+        rgb = rgb * (1.0 + 0.025 * lines / max(float(lines.std()), 1e-3))[..., None]
+        rgb = rgb + cv2.GaussianBlur(np.roll(noise, 13, 1), (0, 0), 0.6)[..., None] * self._lip_grain
+        alpha = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), max(0.01 * iod, 0.7)) * relax
+        alpha *= 1.0 - hole
         m = alpha[..., None]
         frame[y0:y1, x0:x1] = np.clip(region * (1 - m) + rgb * m, 0, 255).astype(np.uint8)
 
