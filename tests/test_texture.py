@@ -327,3 +327,31 @@ def test_texture_benchmark_prints_its_table() -> None:
     for name in ("render, warp only (no texture layer)", "render, full texture layer", "  wrinkles.apply"):
         assert float(rows[name.strip()]) > 0.0, name
     assert "target <= 5" in rows["texture layer added (full - warp only)"]
+
+
+def test_a_smiling_photo_relaxed_gets_full_closed_lips(portrait: Photo, grace: Photo) -> None:
+    """Neutral on a photo smiling with teeth: full relaxed lips, not the smile's thin stretched ones."""
+    zero = np.zeros(len(BLENDSHAPE_NAMES))
+    lm = portrait.full.rig.landmarks(zero, np.zeros(6))
+    iod = _iod(lm)
+    cx = int(round(0.5 * (lm[61, 0] + lm[291, 0])))
+    y0, y1 = int(lm[0, 1] - 0.2 * iod), int(lm[17, 1] + 0.2 * iod)
+
+    def lip_rows(frame: np.ndarray) -> int:
+        lab = cv2.cvtColor(frame, cv2.COLOR_RGB2LAB)[y0:y1, cx - 3 : cx + 4].astype(np.float32).mean(1)
+        skin_a = float(np.median(np.concatenate([lab[:5, 1], lab[-5:, 1]])))  # above and below the lips
+        return int((lab[:, 1] > skin_a + 7.0).sum())  # lip red: well above the skin's a*
+
+    relaxed = portrait.full.render(zero)
+    off = MeshWarp(portrait.image, portrait.landmarks, portrait.full.rig, MeshWarpConfig(paint_mouth=False))
+    assert lip_rows(relaxed) >= 0.15 * iod and lip_rows(relaxed) > lip_rows(off.render(zero)) + 6
+    # Smiling as the photo does keeps the photo's own lips; a photo that does not smile is untouched.
+    happy = emotion_coefficients("happy", 1.0).astype(np.float64)
+    assert portrait.full.mouth is not None and grace.full.mouth is not None
+    frame = portrait.full.render(happy)
+    before = frame.copy()
+    hl = portrait.full.rig.landmarks(happy, np.zeros(6))
+    portrait.full.mouth._paint_lips(
+        frame, hl, happy, hl[list(UPPER_INNER_LIP), :2], hl[list(LOWER_INNER_LIP), :2], _iod(hl)
+    )
+    assert np.array_equal(frame, before)
