@@ -57,9 +57,11 @@ WRINKLE_DRIVERS: dict[str, dict[str, float]] = {
     # a frame relaxes a smile the photo shows; a closed-mouth "neutral" keeps no smile brackets.
     "smile_L": {"mouthSmileLeft": 1.0},
     "smile_R": {"mouthSmileRight": 1.0},
+    "smile_eye_L": {"mouthSmileLeft": 1.0},
+    "smile_eye_R": {"mouthSmileRight": 1.0},
 }
 # Groups whose photo shading a frame may only relax (they add no crease of their own).
-_RELAX_ONLY = frozenset({"smile_L", "smile_R"})
+_RELAX_ONLY = frozenset({"smile_L", "smile_R", "smile_eye_L", "smile_eye_R"})
 
 _OWN_GAIN = 1.2  # how much of the photo's own crease shading is added at full weight
 _MIN_WEIGHT = 1e-3
@@ -457,6 +459,16 @@ def _layout(canvas: _Canvas, fr: _Frame, lm: np.ndarray) -> dict[str, tuple[np.n
         poly = np.array([a + [-sign * 0.02, -0.22], a + [sign * 0.45, -0.2], c + [sign * 0.38, 0.24],
                          c + [0.0, 0.3], c + [-sign * 0.14, 0.08], c + [-sign * 0.1, -0.12]])  # fmt: skip
         out[f"smile_{name}"] = (np.zeros(canvas.shape, np.float32), "m", _soft_region(canvas, fr, poly, 0.06))
+    # A Duchenne smile's lower lids: the bunched skin under the eye and the crow's feet beside it.
+    for sign, name, outer, inner in ((1.0, "L", 263, 362), (-1.0, "R", 33, 133)):
+        o, i = uv[outer], uv[inner]
+        poly = np.array([i + [0.0, 0.1], o + [sign * 0.02, 0.06], o + [sign * 0.2, -0.06], o + [sign * 0.22, 0.12],
+                         o + [sign * 0.05, 0.3], i + [0.0, 0.28]])  # fmt: skip
+        out[f"smile_eye_{name}"] = (
+            np.zeros(canvas.shape, np.float32),
+            "m",
+            _soft_region(canvas, fr, poly, 0.04),
+        )
     return out
 
 
