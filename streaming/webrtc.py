@@ -85,7 +85,12 @@ class VoiceAudioTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         block: AudioBlock = await self._queue.get()
-        due = block.arrival + self.pipeline.audio_delay() - AUDIO_ENCODER_DELAY_S - self.pipeline.clock.seconds()
+        due = (
+            block.arrival
+            + self.pipeline.audio_delay()
+            - AUDIO_ENCODER_DELAY_S
+            - self.pipeline.clock.seconds()
+        )
         if due > 0:
             await asyncio.sleep(due)
         if self.first_pts is None:
