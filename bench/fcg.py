@@ -104,7 +104,15 @@ def main(argv: list[str] | None = None) -> None:
     for name, t in (("features (log-mel, windows)", t_feat), ("FCG generate", t_gen),
                     ("MeshWarp render", t_render), ("H.264 encode + mux", t_enc)):  # fmt: skip
         rows.append((f"render {args.seconds:.0f} s: {name}", f"{t / n * 1e3:.2f}", "", "", ""))
-    rows.append((f"render {args.seconds:.0f} s: total", f"{total / n * 1e3:.2f}", "", "", f"{args.seconds / total:.1f}x real time"))
+    rows.append(
+        (
+            f"render {args.seconds:.0f} s: total",
+            f"{total / n * 1e3:.2f}",
+            "",
+            "",
+            f"{args.seconds / total:.1f}x real time",
+        )
+    )
     print(f"model: {which}, {params / 1e6:.2f} M parameters, one thread; {len(windows)} frames")
     print("| stage | median ms/frame | p90 | p99 | target / result |")
     print("|---|---:|---:|---:|---|")
