@@ -307,8 +307,9 @@ class MouthLayer:
         """
         smile = float(exp[_SMILE].mean())
         relax = float(np.clip((self._photo_smile - smile) / max(self._photo_smile, 1e-3), 0.0, 1.0))
-        # Lips pushed into an O (surprise) are no band along the mouth: the warp's own lips stay.
-        relax *= float(np.clip(1.0 - 2.5 * max(float(exp[_FUNNEL]), float(exp[_PUCKER])), 0.0, 1.0))
+        # Lips pushed into a wide O (surprise) are no band along the mouth: the warp's own lips stay.
+        # (Speech rounds them far less: they keep the re-synthesized lips, with no pop between.)
+        relax *= float(np.clip((0.9 - float(exp[_FUNNEL])) / 0.3, 0.0, 1.0))
         if relax <= 0.0:
             return
         gap = lo[:, 1] - up[:, 1]
