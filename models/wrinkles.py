@@ -187,9 +187,10 @@ class WrinkleLayer:
             patch.astype(np.float32) * self.skin[..., None], (0, 0), max(0.15 * fr.iod, 1.0)
         )
         grain = luma / cv2.GaussianBlur(luma, (0, 0), max(0.012 * fr.iod, 0.8))
-        self._flat = (wide / sk[..., None]) * grain.clip(0.8, 1.2)[..., None]
+        # (Clipped tight: a fold's thin dark line is no grain.)
+        self._flat = (wide / sk[..., None]) * grain.clip(0.93, 1.07)[..., None]
         # Where it fades: the skin with its small dark holes (the smile's own deepest folds) filled.
-        k = max(int(0.04 * fr.iod), 1)
+        k = max(int(0.08 * fr.iod), 1)
         closed_skin = cv2.morphologyEx(
             self.skin, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
         )
