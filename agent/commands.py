@@ -51,6 +51,7 @@ __all__ = [
     "load_portrait",
     "load_fcg",
     "load_refiner",
+    "reference_latent",
     "pose",
     "reenact",
     "render",
@@ -162,7 +163,9 @@ def render_coeffs(
     return out
 
 
-def load_refiner(vqig: PathLike | None, *, fidelity: float = 0.5, compile: str = "auto") -> Refiner | None:
+def load_refiner(
+    vqig: PathLike | None, *, fidelity: float = 0.5, compile: str = "auto", device: str = "auto"
+) -> Refiner | None:
     """The VQIG refiner for ``--vqig CHECKPOINT`` (prints its device and compile path), or None.
 
     Without a checkpoint it says, once, that MeshWarp's output stands.
@@ -182,7 +185,7 @@ def load_refiner(vqig: PathLike | None, *, fidelity: float = 0.5, compile: str =
     if compile not in COMPILE_CHOICES:
         raise ConfigError(f"--vqig-compile must be one of {', '.join(COMPILE_CHOICES)}, got {compile!r}")
     try:
-        return Refiner(vqig, fidelity=fidelity, compile=compile)  # type: ignore[arg-type]
+        return Refiner(vqig, fidelity=fidelity, compile=compile, device=device)  # type: ignore[arg-type]
     except VQIGCheckpointError as exc:
         raise CheckpointError(f"{exc} (train one with `python -m models.train_vqig`)") from exc
 
@@ -367,12 +370,7 @@ def speech_coefficients(
     with _torch_threads(1):
         latent = None
         if reference_exp is not None:
-            silence = torch.from_numpy(
-                mel_windows(LogMel(audio_cfg)(np.zeros(16000, np.float32)), 1, audio_cfg)
-            )[0]
-            latent = model.emotion_latent(
-                torch.from_numpy(reference_exp.astype(np.float32)), silence, labels[0]
-            )
+            latent = reference_latent(model, reference_exp, labels[0])
         out = model.generate(
             windows,
             labels,
@@ -384,6 +382,15 @@ def speech_coefficients(
     coeffs = out.numpy()
     exp = np.clip(coeffs[:, :NUM_BLENDSHAPES], 0.0, 1.0).astype(np.float32)
     return CoeffSequence(exp=exp, pose=coeffs[:, NUM_BLENDSHAPES:].astype(np.float32), fps=audio_cfg.fps)
+
+
+@torch.no_grad()
+def reference_latent(model: FCG, exp: np.ndarray, label: torch.Tensor) -> torch.Tensor:
+    """A reference face's fitted blendshapes (52,) -> the ExpFlow latent that carries its emotion
+    over (seen in silence with no history; see ``FCG.emotion_latent``)."""
+    audio_cfg = model.config.audio_config()
+    silence = torch.from_numpy(mel_windows(LogMel(audio_cfg)(np.zeros(16000, np.float32)), 1, audio_cfg))[0]
+    return model.emotion_latent(torch.from_numpy(exp.astype(np.float32)), silence, label)
 
 
 class _torch_threads:  # noqa: N801 - used as a context manager

@@ -66,19 +66,28 @@ class ControlState:
         self.style = style or Style()
         self.reference_latent: torch.Tensor | None = None  # (E,) set by an emotion reference
         self.reference_summary: str | None = None
-        self._target = self._label_vector(emotion, intensity)
-        self._previous = self._target.clone()
-        self._change_frame = 0
-        self._frame = 0
+        target = self._label_vector(emotion, intensity)
+        # (previous label, target label, frame the change began, its length in frames): replaced as
+        # one value, so the render worker never sees half of a change made by the server.
+        self._transition = (target, target, 0, 0.0)
+        self._frame = 0  # the newest frame the animator asked for
 
     # -- reading (the animator, once per frame) -------------------------------------------------
     def label(self, frame: int) -> torch.Tensor:
-        """The (9,) FCG label for video frame ``frame``: blended from the previous emotion over the
-        transition that began at the last change."""
+        """The (9,) FCG label for video frame ``frame`` (the animator's clock: changes begin at the
+        newest frame it asked for): blended from the previous emotion over the transition that
+        began at the last change."""
         self._frame = frame
-        duration = self.transition_ms * self.fps / 1000.0
-        progress = 1.0 if duration <= 0 else smoothstep((frame - self._change_frame) / duration)
-        return self._previous + (self._target - self._previous) * progress
+        return self._blend(frame)
+
+    def current_label(self) -> torch.Tensor:
+        """The label of the newest frame, without moving the animator's clock."""
+        return self._blend(self._frame)
+
+    def _blend(self, frame: int) -> torch.Tensor:
+        previous, target, start, duration = self._transition
+        progress = 1.0 if duration <= 0 else smoothstep((frame - start) / duration)
+        return previous + (target - previous) * progress
 
     def snapshot(self) -> dict:
         """The state as the protocol's ``state`` message."""
@@ -108,13 +117,14 @@ class ControlState:
         self._check_emotion(emotion, intensity)
         if transition_ms is not None:
             transition_ms = _number("transition_ms", transition_ms, 0.0, MAX_TRANSITION_MS)
-        current = self.label(self._frame)  # start from wherever a running transition has got to
+        frame = self._frame
+        current = self._blend(frame)  # start from wherever a running transition has got to
         if transition_ms is not None:
             self.transition_ms = transition_ms
         self.emotion, self.intensity = emotion, float(intensity)
         self.reference_latent, self.reference_summary = None, None
-        self._previous, self._target = current, self._label_vector(emotion, float(intensity))
-        self._change_frame = self._frame
+        target = self._label_vector(emotion, float(intensity))
+        self._transition = (current, target, frame, self.transition_ms * self.fps / 1000.0)
         self._changed()
 
     def set_style(

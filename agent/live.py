@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from agent.clock import MediaClock
-from agent.commands import DEFAULT_FCG, _describe, load_fcg, load_portrait, load_refiner
+from agent.commands import DEFAULT_FCG, _describe, load_fcg, load_portrait, load_refiner, reference_latent
 from agent.control import ControlState, Style
 from agent.errors import AgentError, ConfigError, DeviceError, InputError
 from agent.pipeline import Animator, LivePipeline
@@ -120,7 +120,7 @@ class LiveAgent:
         self.model = load_fcg(o.checkpoint)
         self.device = self._device()
         if self.device != "cpu":
-            log.info("device: %s (the FCG runs per frame at batch 1; the CPU is as fast for it)", self.device)
+            log.info("device: %s for VQIG (the FCG runs per frame at batch 1 on the CPU)", self.device)
         warp = MeshWarp(source.image, source.landmarks)
         render = warp.render
         if o.size != source.image.shape[0]:
@@ -177,14 +177,7 @@ class LiveAgent:
         finally:
             os.unlink(name)
         exp = Rig(ref.landmarks).photo_exp
-        audio_cfg = self.model.config.audio_config()
-        from models.audio import LOG_FLOOR
-
-        silence = torch.full((audio_cfg.window_frames, audio_cfg.n_mels), LOG_FLOOR)
-        with torch.no_grad():
-            latent = self.model.emotion_latent(torch.from_numpy(exp.astype(np.float32)), silence,
-                                               self.control.label(0))  # fmt: skip
-        return latent, _describe(exp)
+        return reference_latent(self.model, exp, self.control.current_label()), _describe(exp)
 
     # -- running --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -195,7 +188,7 @@ class LiveAgent:
         await asyncio.to_thread(self._build)
         # The refiner is built in the render worker that calls it (CUDA graphs stay in their thread).
         self.refiner = await self.pipeline.in_worker(
-            load_refiner, o.vqig, fidelity=o.fidelity, compile=o.vqig_compile
+            load_refiner, o.vqig, fidelity=o.fidelity, compile=o.vqig_compile, device=self.device
         )
         self.clock.start()
         self.push_source = None

@@ -264,14 +264,16 @@ class LivePipeline:
         self.last_frame: Frame | None = None
 
     def audio_delay(self) -> float:
-        """Seconds to hold audio so it leaves with its frame: the measured median latency, changed only
-        when it moves by more than 15 ms (each change is a small gap or overlap in the sound)."""
-        if not self.stats.latencies:
-            return self._delay if self._delay is not None else 0.1
+        """Seconds to hold audio so it leaves with its frame: the measured median frame latency
+        (0.1 s until frames exist), updated once per frame."""
+        return 0.1 if self._delay is None else self._delay
+
+    def _update_delay(self) -> None:
+        """Follow the median latency, moving only when it drifts by more than 15 ms (each change is a
+        small gap or overlap in the sound)."""
         median = float(np.median(self.stats.latencies))
         if self._delay is None or abs(median - self._delay) > 0.015:
             self._delay = median
-        return self._delay
 
     async def in_worker(self, fn: Callable, *args, **kwargs):
         """Run ``fn`` in the render worker thread (where per-frame models must live)."""
@@ -362,6 +364,7 @@ class LivePipeline:
             frame = Frame(job.index, job.pts, image, coeffs, job.speaking, job.audio_arrival, now)
             self.stats.frames += 1
             self.stats.latencies.append(frame.latency)
+            self._update_delay()
             self.stats.ready_times.append(now)
             self.last_frame = frame
             self.frames.publish(frame)

@@ -63,7 +63,8 @@ def test_control_state_validates_blends_and_notifies() -> None:
         control.set_emotion("happy", 2.0)
     assert seen == [] and control.emotion == "neutral"  # nothing changed
     control.label(10)
-    control.set_emotion("happy", 0.6, transition_ms=400)  # 10 frames at 25 fps
+    assert torch.equal(control.current_label(), control.label(10))  # reading it moves no clock
+    control.set_emotion("happy", 0.6, transition_ms=400)  # 10 frames at 25 fps, from frame 10
     assert seen[-1]["emotion"] == "happy" and seen[-1]["intensity"] == 0.6
     labels = torch.stack([control.label(t) for t in range(10, 22)])
     from models.rig import EMOTIONS
