@@ -564,9 +564,11 @@ def _build_basis(v: np.ndarray, cfg: RigConfig) -> np.ndarray:
         outer, inner = brow[0:2] + brow[5:7], brow[3:5] + brow[8:10]
         brow_w = m.bump(tuple(brow), 0.3, zero=tuple(upper))
         outer_w = m.bump(outer, 0.35, zero=tuple(upper) + tuple(inner))
-        put(f"browDown{side}", brow_w[:, None] * np.array([-0.025 * sign, 0.065, 0.0]))
+        # AU4 lowers the whole brow and pulls its inner end down and in hardest (the scowl that
+        # reads as anger at a glance; a brow lowered only a little reads as concentration).
+        put(f"browDown{side}", brow_w[:, None] * np.array([-0.045 * sign, 0.11, 0.0]))
         inner_w = m.bump(inner, 0.3, zero=tuple(upper))
-        put(f"browDown{side}", inner_w[:, None] * np.array([-0.03 * sign, 0.03, 0.0]))
+        put(f"browDown{side}", inner_w[:, None] * np.array([-0.06 * sign, 0.07, 0.0]))
         put(f"browOuterUp{side}", outer_w[:, None] * np.array([0.0, -0.11, 0.0]))
 
     both_inner = BROW_RIGHT[3:5] + BROW_RIGHT[8:10] + BROW_LEFT[3:5] + BROW_LEFT[8:10]
@@ -663,6 +665,15 @@ _OWN_SHAPES = (
 )  # fmt: skip
 
 
+# Ridge cost per own shape (default 1e-3): lip-only shapes explain an open smile's lips only
+# where the smile and the jaw cannot.
+_OWN_COST = {
+    "mouthUpperUpLeft": 2e-2, "mouthUpperUpRight": 2e-2, "mouthLowerDownLeft": 2e-2,
+    "mouthLowerDownRight": 2e-2, "mouthFrownLeft": 1e-2, "mouthFrownRight": 1e-2,
+}  # fmt: skip
+_OWN_SYMMETRY = 0.3
+
+
 def _own_features(v: np.ndarray) -> np.ndarray:
     """Measurements that are near zero on a relaxed face whoever it is (image axes, IOD units)."""
     up = v[list(UPPER_INNER_LIP[1:-1])]
@@ -694,12 +705,32 @@ def _fit_own_expression(v: np.ndarray, basis: np.ndarray) -> np.ndarray:
     idx = [_IDX[n] for n in _OWN_SHAPES]
     eps = 0.1
     jac = np.stack([(_own_features(v - eps * basis[i]) - f0) / eps for i in idx], axis=1)
-    # Solve jac @ b ~ -f0 with 0 <= b <= 1 (moving *back* by b removes the expression).
-    ridge = np.sqrt(1e-3) * np.eye(len(idx))
-    b = lsq_linear(np.vstack([jac, ridge]), np.concatenate([-f0, np.zeros(len(idx))]), bounds=(0.0, 1.0)).x
+    best: tuple[float, np.ndarray] | None = None
+    # Smile and frown are antagonists: together they buy a wide mouth whose corners neither rise
+    # nor fall, which is how an open smile seen against its own parted lips would otherwise be
+    # explained (and then only half undone). Fit with one family or the other, keep the closer.
+    for banned in (("mouthFrownLeft", "mouthFrownRight"), ("mouthSmileLeft", "mouthSmileRight")):
+        keep = np.array([n not in banned for n in _OWN_SHAPES])
+        names = [n for n, k in zip(_OWN_SHAPES, keep, strict=True) if k]
+        a = jac[:, keep]
+        # Solve a @ b ~ -f0 with 0 <= b <= 1 (moving *back* by b removes the expression). The
+        # lip-only shapes cost more than the smile and jaw they can mimic, and a face's two
+        # sides are taken as alike unless the photo insists.
+        ridge = np.diag([np.sqrt(_OWN_COST.get(n, 1e-3)) for n in names])
+        pairs = [(i, names.index(n.replace("Left", "Right"))) for i, n in enumerate(names) if "Left" in n]
+        sym = np.zeros((len(pairs), len(names)))
+        for r, (i, j) in enumerate(pairs):
+            sym[r, i], sym[r, j] = _OWN_SYMMETRY, -_OWN_SYMMETRY
+        rows = np.vstack([a, ridge, sym])
+        fit = lsq_linear(rows, np.concatenate([-f0, np.zeros(len(rows) - len(f0))]), bounds=(0.0, 1.0))
+        b = np.zeros(len(idx))
+        b[keep] = fit.x
+        if best is None or fit.cost < best[0] - 1e-9:
+            best = (float(fit.cost), b)
+    assert best is not None
     out = np.zeros(NUM_BLENDSHAPES)
     # Below this a weight only soaks up landmark noise (a relaxed photo has no expression to undo).
-    out[idx] = np.where(b >= 0.07, b, 0.0)
+    out[idx] = np.where(best[1] >= 0.07, best[1], 0.0)
     return out
 
 
@@ -727,18 +758,20 @@ _EMOTION_PROTOTYPES: dict[str, dict[str, float]] = {
     # pushed into a round O over the teeth (a wide mouth showing the upper teeth reads as shouting)
     "surprised": {"browInnerUp": 1.0, "browOuterUpLeft": 1.0, "browOuterUpRight": 1.0, "eyeWideLeft": 1.0,
                   "eyeWideRight": 1.0, "jawOpen": 1.0, "mouthFunnel": 1.0, "mouthPucker": 0.4},
-    # AU1 + AU2 + AU4 + AU5 + AU20 + AU26: brows up and drawn together, eyes wide, lips stretched
-    # sideways and down around an open mouth
+    # AU1 + AU2 + AU4 + AU5 + AU20 + AU25: brows up and drawn together, eyes wide, lips stretched
+    # tight sideways and down off the lower teeth, the jaw barely dropped (a wide-open stretched mouth
+    # reads as a grin)
     "fear": {"browInnerUp": 1.0, "browOuterUpLeft": 0.6, "browOuterUpRight": 0.6, "browDownLeft": 0.3,
              "browDownRight": 0.3, "eyeWideLeft": 1.0, "eyeWideRight": 1.0, "mouthStretchLeft": 1.0,
-             "mouthStretchRight": 1.0, "jawOpen": 0.5, "mouthLowerDownLeft": 0.6, "mouthLowerDownRight": 0.6,
-             "mouthFrownLeft": 0.5, "mouthFrownRight": 0.5},
-    # AU4 + AU5 + AU7 + AU9 + AU10 + AU26: brows down and together, glaring eyes, an open squared
-    # mouth with the upper teeth bared (shouting); clenched bared teeth alone read as fear or pain
-    "angry": {"browDownLeft": 1.0, "browDownRight": 1.0, "eyeSquintLeft": 0.4, "eyeSquintRight": 0.4,
-              "eyeWideLeft": 0.3, "eyeWideRight": 0.3, "noseSneerLeft": 0.5, "noseSneerRight": 0.5,
-              "jawOpen": 0.5, "mouthUpperUpLeft": 0.5, "mouthUpperUpRight": 0.5, "mouthLowerDownLeft": 0.4,
-              "mouthLowerDownRight": 0.4, "mouthStretchLeft": 0.3, "mouthStretchRight": 0.3},
+             "mouthStretchRight": 1.0, "jawOpen": 0.25, "mouthLowerDownLeft": 0.4, "mouthLowerDownRight": 0.4,
+             "mouthFrownLeft": 1.0, "mouthFrownRight": 1.0, "mouthShrugLower": 0.3},
+    # AU4 + AU5 + AU7 + AU9 + AU23 + AU24 + AU17: brows hard down and together over glaring eyes, the
+    # nose a little wrinkled, lips pressed thin with the corners turned down and the chin pushed up.
+    # (An open mouth showing teeth reads as a laugh on any face that smiles easily.)
+    "angry": {"browDownLeft": 1.0, "browDownRight": 1.0, "eyeWideLeft": 0.5, "eyeWideRight": 0.5,
+              "eyeSquintLeft": 0.3, "eyeSquintRight": 0.3, "noseSneerLeft": 0.5, "noseSneerRight": 0.5,
+              "mouthPressLeft": 0.6, "mouthPressRight": 0.6, "mouthFrownLeft": 0.6, "mouthFrownRight": 0.6,
+              "mouthShrugLower": 0.4},
     # AU4 + AU9 + AU10 + AU15 + AU17 + AU25: brows down, nose wrinkled, upper lip raised high off the
     # upper teeth, corners pulled down, lips just parted
     "disgusted": {"noseSneerLeft": 1.0, "noseSneerRight": 1.0, "mouthUpperUpLeft": 0.6, "mouthUpperUpRight": 0.6,

@@ -194,6 +194,9 @@ class WrinkleLayer:
         closed_skin = cv2.morphologyEx(
             self.skin, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
         )
+        # A smile's cheeks fade with their folds: skin in shade counts there (the folds are the
+        # darkest skin of a smiling face, and the plain skin mask leaves them out).
+        fold_skin = np.maximum(closed_skin, skin_mask(image, lm, box, shadows=True))
         photo_exp = np.asarray(photo_exp, dtype=np.float64)
         self.creases: list[_Crease] = []
         for name, (synth, own_dir, region) in _layout(canvas, fr, lm).items():
@@ -218,7 +221,9 @@ class WrinkleLayer:
                     drivers=drivers,
                     photo_weight=_photo_weight(float(drivers @ photo_exp)),
                     fold=(
-                        (region * closed_skin)[cy0:cy1, cx0:cx1].astype(np.float32)
+                        (region * (fold_skin if name in ("smile_L", "smile_R") else closed_skin))[
+                            cy0:cy1, cx0:cx1
+                        ].astype(np.float32)
                         if name in _RELAX_ONLY
                         else np.clip(-field_o[cy0:cy1, cx0:cx1] / 0.06, 0.0, 1.0).astype(np.float32)
                     ),
@@ -239,7 +244,10 @@ class WrinkleLayer:
             d = float(np.clip(c.drivers @ exp, 0.0, 1.0)) - c.photo_weight
             if c.relax_only:
                 d = min(d, 0.0)
-            out[c.name] = (max(d, 0.0), float(np.clip(d * (_OWN_GAIN if d > 0.0 else 2.0), -1.0, 1.0)))
+            # Relaxing is relative to what the photo shows: a frame with none of the photo's smile
+            # smooths its whole fold, however small the fitted weight that explains it.
+            own = d * _OWN_GAIN if d > 0.0 else 2.0 * d / max(c.photo_weight, 0.5)
+            out[c.name] = (max(d, 0.0), float(np.clip(own, -1.0, 1.0)))
         return out
 
     def gain(self, exp: np.ndarray) -> np.ndarray | None:
@@ -481,11 +489,14 @@ def _u_field(canvas: _Canvas, fr: _Frame) -> np.ndarray:
     return ((xs - fr.centre[0]) * fr.axes[0, 0] + (ys - fr.centre[1]) * fr.axes[0, 1]) / fr.iod
 
 
-def skin_mask(image: np.ndarray, landmarks: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+def skin_mask(
+    image: np.ndarray, landmarks: np.ndarray, box: tuple[int, int, int, int], *, shadows: bool = False
+) -> np.ndarray:
     """Soft mask (h, w) float32 in [0, 1] over ``box`` of bare facial skin.
 
     Inside the face oval, away from the eyes, brows and lips, and close in colour to the face's
     own skin: glasses frames, hair and hats fall outside it, so creases never bend or stain them.
+    With ``shadows``, skin in deep shade counts too (a smile's folds), but not hair or frames.
     """
     lm = np.asarray(landmarks, dtype=np.float64)
     x0, y0, x1, y1 = box
@@ -511,18 +522,21 @@ def skin_mask(image: np.ndarray, landmarks: np.ndarray, box: tuple[int, int, int
     holes = cv2.dilate(holes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
     geo = (face.astype(np.float32) / 255.0) * (1.0 - holes.astype(np.float32) / 255.0)
 
-    colour = skin_colour(image, lm, box)
+    colour = skin_colour(image, lm, box, shadows=shadows)
     # Thin strong edges of frames next to skin: grow the exclusion a little.
     colour = cv2.erode(colour, np.ones((3, 3), np.uint8))
     mask = geo * colour
     return cv2.GaussianBlur(mask, (0, 0), max(0.012 * iod, 0.6)).astype(np.float32)
 
 
-def skin_colour(image: np.ndarray, landmarks: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+def skin_colour(
+    image: np.ndarray, landmarks: np.ndarray, box: tuple[int, int, int, int], *, shadows: bool = False
+) -> np.ndarray:
     """How much each pixel of ``box`` looks like the face's own skin, (h, w) float32 in [0, 1].
 
     Distance in Lab from the skin sampled on the cheeks, the nose and mid-forehead; much darker
-    than the skin (frames, hair, hat brims) is not skin, lighter is (highlights).
+    than the skin (frames, hair, hat brims) is not skin, lighter is (highlights). With
+    ``shadows``, skin in shade (darker, a little more saturated: a fold) still counts.
     """
     lm = np.asarray(landmarks, dtype=np.float64)
     x0, y0, x1, y1 = box
@@ -540,6 +554,7 @@ def skin_colour(image: np.ndarray, landmarks: np.ndarray, box: tuple[int, int, i
     ref = np.median(pixels, axis=0)
     d_chroma = np.sqrt(((lab[..., 1:] - ref[1:]) ** 2).sum(-1))
     d_light = (lab[..., 0] - ref[0]) / max(float(pixels[:, 0].std()) * 2.5, 25.0)
-    dark = np.clip(-d_light - 1.0, 0.0, None)
-    colour = np.clip(1.0 - (d_chroma - 10.0) / 10.0, 0.0, 1.0) * np.clip(1.0 - dark * 2.0, 0.0, 1.0)
+    dark = np.clip(-d_light - (3.5 if shadows else 1.0), 0.0, None)
+    tol = 20.0 if shadows else 10.0
+    colour = np.clip(1.0 - (d_chroma - tol) / 10.0, 0.0, 1.0) * np.clip(1.0 - dark * 2.0, 0.0, 1.0)
     return colour.astype(np.float32)

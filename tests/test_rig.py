@@ -124,6 +124,30 @@ def test_smiling_photo_is_made_neutral(warp: MeshWarp) -> None:
     np.testing.assert_allclose(gap, 0.0, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("smile", "jaw", "stretch"), [(0.7, 0.4, 0.0), (0.6, 0.4, 0.5), (0.5, 0.0, 0.0), (0.0, 0.5, 0.0)]
+)
+def test_a_photos_own_smile_is_fitted_as_a_smile_not_a_smile_cancelled_by_a_frown(
+    warp: MeshWarp, smile: float, jaw: float, stretch: float
+) -> None:
+    """A face made to smile by the rig itself is read back as that smile, both sides alike.
+
+    Real open smiles are wider and lift their corners less than the rig's smile (here: plus a
+    stretch). The fit once explained them as smile + frown (a wide mouth with level corners), and
+    the neutral made from that kept half the smile.
+    """
+    relaxed = warp.rig
+    exp = np.zeros(NUM_BLENDSHAPES)
+    exp[[IDX["mouthSmileLeft"], IDX["mouthSmileRight"]]] = smile
+    exp[[IDX["mouthStretchLeft"], IDX["mouthStretchRight"]]] = stretch
+    exp[IDX["jawOpen"]] = jaw
+    got = Rig(relaxed.landmarks(exp, np.zeros(6))).photo_exp
+    assert got[IDX["mouthFrownLeft"]] == 0.0 and got[IDX["mouthFrownRight"]] == 0.0
+    assert abs(got[IDX["mouthSmileLeft"]] - got[IDX["mouthSmileRight"]]) < 0.1
+    assert abs(0.5 * (got[IDX["mouthSmileLeft"]] + got[IDX["mouthSmileRight"]]) - smile) < 0.25
+    assert abs(got[IDX["jawOpen"]] - jaw) < 0.25
+
+
 @pytest.mark.parametrize("emotion", EMOTIONS)
 def test_emotion_prototypes(emotion: str) -> None:
     full = emotion_coefficients(emotion, 1.0)

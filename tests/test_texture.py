@@ -189,6 +189,31 @@ def test_a_smiling_photo_relaxed_to_neutral_loses_its_folds(portrait: Photo) -> 
     assert _detail(relaxed)[rows, cols].var() < 0.9 * _detail(portrait.image)[rows, cols].var()
 
 
+def test_deep_smile_folds_darker_than_the_skin_are_relaxed_too(portrait: Photo) -> None:
+    """A broad smile's folds are the darkest skin of the face, darker than the skin mask's colour
+    test allows: they must still fade when the frame drops the smile (they once stayed, and a
+    "neutral" of a laughing photo kept its smile brackets)."""
+    lm = portrait.landmarks
+    iod = _iod(lm)
+    image = portrait.image.copy()
+    line = np.zeros(image.shape[:2], dtype=np.float32)
+    for ala, corner, sign in ((358, 291, 1.0), (129, 61, -1.0)):
+        a = lm[ala, :2] + [sign * 0.04 * iod, 0.0]
+        c = lm[corner, :2] + [sign * 0.1 * iod, 0.05 * iod]
+        cv2.line(line, tuple(int(v) for v in a), tuple(int(v) for v in c), 1.0, max(int(0.06 * iod), 2))
+    line = cv2.GaussianBlur(line, (0, 0), 0.01 * iod)
+    image = (image * (1.0 - 0.6 * line[..., None])).astype(np.uint8)  # a deep shadow, skin's hue
+    wl = WrinkleLayer(image, lm, portrait.full.rig.photo_exp)
+    relaxed = wl.apply(np.zeros(len(BLENDSHAPE_NAMES)))
+    on = line > 0.5
+    luma0, luma1, clean = _luma(image)[on], _luma(relaxed)[on], _luma(portrait.image)[on]
+    # The painted shadow is almost gone: the fold comes back up nearly to the skin.
+    assert np.median(luma1 - luma0) > 0.85 * np.median(clean - luma0), (
+        np.median(luma1 - luma0),
+        np.median(clean - luma0),
+    )
+
+
 def _inside(shape: tuple[int, int], poly: np.ndarray) -> np.ndarray:
     mask = np.zeros(shape, dtype=np.uint8)
     cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1)
