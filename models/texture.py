@@ -401,9 +401,15 @@ class MouthLayer:
         rgb = self.lip_paint_rgb * shade[..., None]
         # The photo's lip grain, and the fine vertical lines of the lips' skin.
         lines = cv2.GaussianBlur(np.roll(noise, 7, 0), (0, 0), sigmaX=0.7, sigmaY=max(0.02 * iod, 1.0))
-        rgb = rgb * (1.0 + 0.025 * lines / max(float(lines.std()), 1e-3))[..., None]
+        rgb = rgb * (1.0 + 0.012 * lines / max(float(lines.std()), 1e-3))[..., None]
         rgb = rgb + cv2.GaussianBlur(np.roll(noise, 13, 1), (0, 0), 0.6)[..., None] * self._lip_grain
-        alpha = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), max(0.01 * iod, 0.7)) * relax
+        # Lip colour fades into the skin towards the outer border and the corners (a uniform
+        # colour up to a crisp outline looks painted on).
+        s_out = np.where(upper, s_up, s_lo)
+        tint = np.clip((1.0 - s_out) / 0.3, 0.0, 1.0) ** 0.7 * np.clip((1.0 - np.abs(x)) / 0.3, 0.0, 1.0)
+        tint = 0.55 + 0.45 * tint
+        rgb = skin * (1.0 - tint[..., None]) + rgb * tint[..., None]
+        alpha = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), max(0.018 * iod, 1.0)) * relax
         alpha *= 1.0 - hole
         m = alpha[..., None]
         frame[y0:y1, x0:x1] = np.clip(region * (1 - m) + rgb * m, 0, 255).astype(np.uint8)

