@@ -750,7 +750,7 @@ _EMOTION_PROTOTYPES: dict[str, dict[str, float]] = {
               "browOuterUpRight": 0.2},
     # AU1 + AU4 + AU15 + AU17 (+ AU43 lids half down): inner brows up and together, corners pulled
     # down, chin raised under a pushed-up lower lip, gaze and lids lowered
-    "sad": {"browInnerUp": 1.0, "browDownLeft": 0.5, "browDownRight": 0.5, "mouthFrownLeft": 1.0,
+    "sad": {"browInnerUp": 1.0, "browDownLeft": 0.3, "browDownRight": 0.3, "mouthFrownLeft": 1.0,
             "mouthFrownRight": 1.0, "mouthShrugLower": 0.9, "mouthStretchLeft": 0.4, "mouthStretchRight": 0.4,
             "mouthRollLower": 0.2, "eyeLookDownLeft": 0.5, "eyeLookDownRight": 0.5, "eyeSquintLeft": 0.2,
             "eyeSquintRight": 0.2, "eyeBlinkLeft": 0.3, "eyeBlinkRight": 0.3},
