@@ -220,13 +220,7 @@ class WrinkleLayer:
                     own=np.ascontiguousarray(field_o[cy0:cy1, cx0:cx1]),
                     drivers=drivers,
                     photo_weight=_photo_weight(float(drivers @ photo_exp)),
-                    fold=(
-                        (region * (fold_skin if name in ("smile_L", "smile_R") else closed_skin))[
-                            cy0:cy1, cx0:cx1
-                        ].astype(np.float32)
-                        if name in _RELAX_ONLY
-                        else np.clip(-field_o[cy0:cy1, cx0:cx1] / 0.06, 0.0, 1.0).astype(np.float32)
-                    ),
+                    fold=_fold(name, region, fold_skin, field_o)[cy0:cy1, cx0:cx1],
                     relax_only=name in _RELAX_ONLY,
                 )
             )
@@ -307,6 +301,18 @@ class WrinkleLayer:
             patch *= np.clip(1.0 + field, 0.4, 1.6)[..., None]
         out[y0:y1, x0:x1] = np.clip(patch, 0, 255).astype(np.uint8)
         return out
+
+
+def _fold(name: str, region: np.ndarray, fold_skin: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Where relaxing a crease group fades the photo, (h, w) float32 in [0, 1].
+
+    A smile's groups (its cheeks, the skin under its eyes, its nasolabial folds) fade over their
+    whole region, folds in shade included: relaxing only the darkest pixels of a fold leaves its
+    faint edge behind as a thin drawn line. Other creases fade where the photo shows them.
+    """
+    if name in _RELAX_ONLY or name.startswith("nasolabial"):
+        return (region * fold_skin).astype(np.float32)
+    return np.clip(-own / 0.06, 0.0, 1.0).astype(np.float32)
 
 
 def _photo_weight(w: float) -> float:
@@ -552,9 +558,17 @@ def skin_colour(
         return np.ones(lab.shape[:2], dtype=np.float32)
     pixels = np.concatenate(samples)
     ref = np.median(pixels, axis=0)
-    d_chroma = np.sqrt(((lab[..., 1:] - ref[1:]) ** 2).sum(-1))
     d_light = (lab[..., 0] - ref[0]) / max(float(pixels[:, 0].std()) * 2.5, 25.0)
+    if shadows:
+        # Skin in deep shade (a smile's folds) keeps its hue and most of its saturation; hair,
+        # stubble and frames are far greyer. So: hue distance, plus saturation lost below 60% of
+        # the skin's.
+        ab, ab_ref = lab[..., 1:] - 128.0, ref[1:] - 128.0
+        c, c_ref = np.hypot(ab[..., 0], ab[..., 1]), float(np.hypot(*ab_ref))
+        hue = np.angle(np.exp(1j * (np.arctan2(ab[..., 1], ab[..., 0]) - np.arctan2(ab_ref[1], ab_ref[0]))))
+        d_chroma = np.hypot(np.abs(hue) * c_ref, 2.0 * np.maximum(0.6 * c_ref - c, 0.0))
+    else:
+        d_chroma = np.sqrt(((lab[..., 1:] - ref[1:]) ** 2).sum(-1))
     dark = np.clip(-d_light - (3.5 if shadows else 1.0), 0.0, None)
-    tol = 20.0 if shadows else 10.0
-    colour = np.clip(1.0 - (d_chroma - tol) / 10.0, 0.0, 1.0) * np.clip(1.0 - dark * 2.0, 0.0, 1.0)
+    colour = np.clip(1.0 - (d_chroma - 10.0) / 10.0, 0.0, 1.0) * np.clip(1.0 - dark * 2.0, 0.0, 1.0)
     return colour.astype(np.float32)
