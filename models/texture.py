@@ -95,6 +95,7 @@ class MouthLayer:
         gap = (lm[list(LOWER_INNER_LIP[1:-1]), 1] - lm[list(UPPER_INNER_LIP[1:-1]), 1]).max() / iod
         self.uses_photo_teeth = bool(gap > 0.06)
         self._photo_smile = float(np.asarray(photo_exp, dtype=np.float64)[_SMILE].mean())
+        self._photo_mouth_w = float(np.linalg.norm(lm[291, :2] - lm[61, :2])) / iod
         # The lips' own red (the redder half of the lip pixels, a little more saturated: painted flat,
         # the mean looks grey next to the skin).
         if len(px) >= 10:
@@ -307,9 +308,6 @@ class MouthLayer:
         """
         smile = float(exp[_SMILE].mean())
         relax = float(np.clip((self._photo_smile - smile) / max(self._photo_smile, 1e-3), 0.0, 1.0))
-        # Lips pushed into a wide O (surprise) are no band along the mouth: the warp's own lips stay.
-        # (Speech rounds them far less: they keep the re-synthesized lips, with no pop between.)
-        relax *= float(np.clip((0.9 - float(exp[_FUNNEL])) / 0.3, 0.0, 1.0))
         if relax <= 0.0:
             return
         gap = lo[:, 1] - up[:, 1]
@@ -320,7 +318,11 @@ class MouthLayer:
         ax = (c1 - c0) / max(np.linalg.norm(c1 - c0), 1e-6)
         bx = np.array([-ax[1], ax[0]])
         ring = np.concatenate([out_up, out_lo[::-1][1:-1]])
-        pad = int(0.12 * iod) + 3
+        width = max(float(np.dot(c1 - c0, ax)), 1e-6)
+        # A mouth narrower than the photo's (an O, a pout) leaves the photo's dark smile corners
+        # out in the cheeks, where its wide corners were: they go too, out to there.
+        reach = max(1.0, self._photo_mouth_w * iod / width)
+        pad = int(0.12 * iod + 0.5 * (reach - 1.0) * width) + 3
         x0, y0, x1, y1 = _box(ring, pad, frame.shape[1], frame.shape[0])
         if x1 <= x0 or y1 <= y0:
             return
@@ -329,7 +331,6 @@ class MouthLayer:
         gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
         a = (gx - c0[0]) * ax[0] + (gy - c0[1]) * ax[1]
         b = (gx - c0[0]) * bx[0] + (gy - c0[1]) * bx[1]
-        width = max(float(np.dot(c1 - c0, ax)), 1e-6)
         x = 2.0 * a / width - 1.0  # -1 .. 1 across the mouth
         xc = np.clip(x, -1.0, 1.0)
 
@@ -361,10 +362,12 @@ class MouthLayer:
         ) * (1.0 - closed)
         # 1. The warped lips (and their dark edges) covered by the skin around them.
         # (The smile's dimples beside the corners go too.)
-        corners = np.exp(
-            -0.5 * ((np.abs(x) - 1.0) * width / 2.0 / (0.07 * iod)) ** 2
-            - 0.5 * (b - b_mid) ** 2 / (0.06 * iod) ** 2
-        )
+        ox = np.abs(x)
+        dx = np.where(ox > reach, ox - reach, np.where(ox < 1.0, 1.0 - ox, 0.0))
+        # (Out there the corners' line is the level; inside the mouth, the lips' middle.)
+        level = np.where(ox > 1.0, 0.0, b_mid)
+        tall = np.where(ox > 1.0, 0.08, 0.06) * iod
+        corners = np.exp(-0.5 * (dx * width / 2.0 / (0.07 * iod)) ** 2 - 0.5 * ((b - level) / tall) ** 2)
         zone = cv2.dilate(
             np.maximum(
                 np.maximum(_poly_mask(shape, ring, origin), inside.astype(np.float32)),
