@@ -1,4 +1,4 @@
-"""Smoke tests of the renderer benchmark (bench/meshwarp.py) and the contact sheet script."""
+"""Smoke tests of the renderer benchmark (bench/meshwarp.py), the contact sheet and emotion stills scripts."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 import cv2
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,3 +84,19 @@ def test_contact_sheet_grid(tmp_path: Path) -> None:
     assert n_tiles == 2 + 8 + len(sheet.BLENDSHAPE_TILES) + len(sheet.POSE_TILES)
     rows = math.ceil(n_tiles / sheet.COLUMNS)
     assert img.shape == (rows * (sheet.LABEL_H + tile_px), sheet.COLUMNS * tile_px, 3)
+
+
+def test_emotion_stills_renders_every_judged_emotion_and_skips_a_photo_without_a_face(tmp_path: Path) -> None:
+    stills = _load_script("emotion_stills")
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, dtype=np.uint8))
+    out = tmp_path / "stills"
+    proc = _run(
+        ["scripts/emotion_stills.py", str(ROOT / "assets" / "portrait.png"), str(blank), "--out", str(out)]
+    )
+    assert "skipped" in proc.stderr and "blank.png" in proc.stderr
+    assert "1 of 2 photos rendered" in proc.stdout
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["portrait__src.png"] + [f"portrait_{e}.png" for e in stills.JUDGED])
+    neutral, angry = (cv2.imread(str(out / f"portrait_{e}.png")) for e in ("neutral", "angry"))
+    assert neutral.shape == (512, 512, 3) and float(abs(neutral.astype(int) - angry).mean()) > 1.0
