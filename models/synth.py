@@ -400,6 +400,11 @@ class Sample:
     fps: int = FPS
 
 
+# Emotion shapes that hold the lips shut; they give way while the face speaks.
+_LIPS_SHUT = (
+    "mouthPressLeft", "mouthPressRight", "mouthShrugLower", "mouthShrugUpper", "mouthRollLower",
+    "mouthRollUpper",
+)  # fmt: skip
 # Per-emotion gains on the viseme channels (at intensity 1; interpolated towards 1 below).
 _VISEME_GAIN: dict[str, dict[str, float]] = {
     "neutral": {},
@@ -598,6 +603,10 @@ def make_targets(
     # The emotion's own jaw gives way to speech; a smile yields where the lips round.
     jaw = _I["jawOpen"]
     overlay[:, jaw] *= 1.0 - 0.5 * activity
+    # So do the shapes that hold the lips shut (an angry press, a sad pushed-up lower lip): speech
+    # still parts the lips.
+    for name in _LIPS_SHUT:
+        overlay[:, _I[name]] *= 1.0 - 0.7 * activity
     rounding = np.maximum(exp[:, _I["mouthPucker"]], exp[:, _I["mouthFunnel"]])
     for side in ("Left", "Right"):
         overlay[:, _I["mouthSmile" + side]] *= 1.0 - 0.5 * rounding

@@ -255,6 +255,17 @@ def test_emotion_shows_and_follows_intensity() -> None:
     assert sad.exp[:, IDX["jawOpen"]].std() < neutral.exp[:, IDX["jawOpen"]].std()
 
 
+def test_an_angry_face_presses_its_lips_in_pauses_and_parts_them_to_speak() -> None:
+    phones, end = _timeline(np.random.default_rng(3), 20.0)
+    tg = synth.make_targets(phones, end, "angry", 1.0, np.random.default_rng(4))
+    t = (np.arange(len(tg.exp)) + 0.5) / 25.0
+    talking = np.array([any(s <= x < e for p, s, e in phones if p != "SIL") for x in t])
+    press = tg.exp[:, [IDX["mouthPressLeft"], IDX["mouthPressRight"]]].mean(1)
+    # Pressed thin in the pauses (the emotion), mostly let go while words are spoken.
+    assert press[~talking].mean() > 0.35
+    assert press[talking].mean() < 0.7 * press[~talking].mean()
+
+
 def test_blinks_over_a_long_timeline() -> None:
     phones, end = _timeline(np.random.default_rng(0), 600.0)
     t = np.arange(math.ceil(end * FPS)) / FPS
