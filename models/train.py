@@ -81,6 +81,9 @@ def prepare(path: Path, config: FCGConfig, *, augmented: int, seed: int) -> Fram
     return FrameData(mel, coeffs, labels, starts)
 
 
+_MAX_SKIPPED = 20  # non-finite batches in a row before training gives up
+
+
 @torch.no_grad()
 def _validate(model: FCG, data: FrameData, max_frames: int = 4096) -> dict[str, float]:
     model.eval()
@@ -155,6 +158,7 @@ def train(
     model.train()
     running = np.zeros(3)
     count = 0
+    skipped = 0  # non-finite batches in a row
     try:
         while (step < max_steps) if max_steps is not None else (elapsed < budget):
             t0 = time.monotonic()
@@ -168,7 +172,19 @@ def train(
             loss = losses.total()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            if not (torch.isfinite(loss) and torch.isfinite(norm)):
+                # One non-finite batch would poison every weight through Adam's moments: skip it.
+                skipped += 1
+                if skipped > _MAX_SKIPPED:
+                    raise RuntimeError(
+                        f"training diverged: {_MAX_SKIPPED} batches in a row gave a non-finite loss or "
+                        f"gradient at step {step}; lower --lr or resume from an earlier train_state.pt"
+                    )
+                log.warning("step %d: non-finite loss or gradient, batch skipped", step)
+                opt.zero_grad(set_to_none=True)
+                continue
+            skipped = 0
             opt.step()
             step += 1
             running += [float(v.detach()) for v in losses]

@@ -198,3 +198,37 @@ def test_training_command_end_to_end(tmp_path: Path) -> None:
     assert (out / "loss.png").stat().st_size > 1000
     main(args[:-4] + ["--steps", "6", "--batch-size", "16"])  # resumes from train_state.pt
     assert (out / "log.csv").read_text().splitlines()[-1].startswith("6,")
+
+
+def test_training_skips_a_non_finite_batch_and_gives_up_on_divergence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One NaN batch is skipped (the weights stay finite); a run that only makes NaN stops clearly."""
+    from models import train as train_mod
+
+    real = FCG.losses
+    calls = {"n": 0}
+
+    def flaky(self: FCG, *args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        out = real(self, *args, **kwargs)
+        if calls["n"] == 2:  # the second batch goes bad
+            return type(out)(*(v * float("nan") for v in out))
+        return out
+
+    monkeypatch.setattr(FCG, "losses", flaky)
+    args = ["--data", str(tmp_path / "train.npz"), "--val", str(tmp_path / "val.npz"), "--out", str(tmp_path / "a"),
+            "--preset", "tiny", "--data-minutes", "0.2", "--steps", "4", "--batch-size", "16"]  # fmt: skip
+    train_mod.main(args)
+    assert "non-finite loss or gradient, batch skipped" in caplog.text
+    model = FCG.from_pretrained(tmp_path / "a")
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    assert (tmp_path / "a" / "log.csv").read_text().splitlines()[-1].startswith("4,")  # 4 real steps
+
+    def always_nan(self: FCG, *args: object, **kwargs: object) -> object:
+        out = real(self, *args, **kwargs)
+        return type(out)(*(v * float("nan") for v in out))
+
+    monkeypatch.setattr(FCG, "losses", always_nan)
+    with pytest.raises(RuntimeError, match="training diverged"):
+        train_mod.main(args[:5] + [str(tmp_path / "b")] + args[6:])
