@@ -542,7 +542,8 @@ def skin_colour(
 
     Distance in Lab from the skin sampled on the cheeks, the nose and mid-forehead; much darker
     than the skin (frames, hair, hat brims) is not skin, lighter is (highlights). With
-    ``shadows``, skin in shade (darker, a little more saturated: a fold) still counts.
+    ``shadows``, skin in deep shade (a fold: much darker, the skin's hue, most of its saturation)
+    still counts.
     """
     lm = np.asarray(landmarks, dtype=np.float64)
     x0, y0, x1, y1 = box
