@@ -1,6 +1,8 @@
 """Train the FCG on synthesized (models.synth) or prepared datasets.
 
-    python -m models.train --data data/train.npz --val data/val.npz --out assets/fcg --minutes 30
+    python -m models.train --data data/train.npz --val data/val.npz --out assets/fcg --steps 18594
+
+(what made assets/fcg; ``--minutes N`` trains for a time budget instead.)
 
 Synthesizes the datasets first when the files do not exist. Resumable (``train_state.pt`` next to
 the checkpoint), with a progress bar, a loss log (``log.csv``) and a plot (``loss.png``).
