@@ -322,8 +322,9 @@ class MouthLayer:
         # A mouth narrower than the photo's (an O, a pout) leaves the photo's dark smile corners
         # out in the cheeks, where its wide corners were: they go too, out to there.
         reach = max(1.0, self._photo_mouth_w * iod / width)
-        pad = int(0.12 * iod + 0.5 * (reach - 1.0) * width) + 3
-        x0, y0, x1, y1 = _box(ring, pad, frame.shape[1], frame.shape[0])
+        x0, y0, x1, y1 = _box(ring, int(0.2 * iod) + 3, frame.shape[1], frame.shape[0])
+        wider = int(0.5 * (reach - 1.0) * width * abs(ax[0]))  # along the mouth only
+        x0, x1 = max(x0 - wider, 0), min(x1 + wider, frame.shape[1])
         if x1 <= x0 or y1 <= y0:
             return
         origin = np.array([x0, y0], dtype=np.float64)
