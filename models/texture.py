@@ -95,7 +95,9 @@ class MouthLayer:
         gap = (lm[list(LOWER_INNER_LIP[1:-1]), 1] - lm[list(UPPER_INNER_LIP[1:-1]), 1]).max() / iod
         self.uses_photo_teeth = bool(gap > 0.06)
         self._photo_smile = float(np.asarray(photo_exp, dtype=np.float64)[_SMILE].mean())
-        self._photo_mouth_w = float(np.linalg.norm(lm[291, :2] - lm[61, :2])) / iod
+        self._photo_mouth_w = (
+            float(np.linalg.norm(lm[UPPER_OUTER_LIP[-1], :2] - lm[UPPER_OUTER_LIP[0], :2])) / iod
+        )
         # The lips' own red (the redder half of the lip pixels, a little more saturated: painted flat,
         # the mean looks grey next to the skin).
         if len(px) >= 10:

@@ -62,6 +62,8 @@ WRINKLE_DRIVERS: dict[str, dict[str, float]] = {
 }
 # Groups whose photo shading a frame may only relax (they add no crease of their own).
 _RELAX_ONLY = frozenset({"smile_L", "smile_R", "smile_eye_L", "smile_eye_R"})
+# Groups that a relaxing frame fades over their whole region, not only where the photo's crease is.
+_FADE_WHOLE = _RELAX_ONLY | {"nasolabial_L", "nasolabial_R"}
 
 _OWN_GAIN = 1.2  # how much of the photo's own crease shading is added at full weight
 _MIN_WEIGHT = 1e-3
@@ -310,7 +312,7 @@ def _fold(name: str, region: np.ndarray, fold_skin: np.ndarray, own: np.ndarray)
     whole region, folds in shade included: relaxing only the darkest pixels of a fold leaves its
     faint edge behind as a thin drawn line. Other creases fade where the photo shows them.
     """
-    if name in _RELAX_ONLY or name.startswith("nasolabial"):
+    if name in _FADE_WHOLE:
         return (region * fold_skin).astype(np.float32)
     return np.clip(-own / 0.06, 0.0, 1.0).astype(np.float32)
 
