@@ -765,8 +765,19 @@ class GlassesLayer:
         bx1 = int(round(0.35 * lm[133, 0] + 0.65 * lm[362, 0])) - x0
         by0 = int(round(max(lm[55, 1], lm[285, 1]) + 0.03 * iod)) - y0
         by1 = int(round(lm[6, 1])) - y0
+        # Frame is what is far darker than the skin (brows and skin shadows are not) or far from it
+        # in colour; translucent rims over skin may bend a little.
+        luma = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        skin_luma = float(np.median(luma[colour > 0.8])) if (colour > 0.8).sum() > 20 else float(luma.mean())
+        solid = (luma < 0.45 * skin_luma) | (colour < 0.02)
         strip = not_skin[max(by0, 0) : by1, bx0:bx1]
-        if strip.size == 0 or float(strip.mean(1).max()) < 0.6:
+        if strip.size == 0:
+            return None
+        # A bridge is a solid bar across the strip with skin above it: a shadowed nose bridge is
+        # not solid, and brows that meet (or nearly) fill the strip's top rows instead.
+        bar = (solid[max(by0, 0) : by1, bx0:bx1].mean(1) >= 0.5) & (strip.mean(1) >= 0.6)
+        first = int(np.argmax(bar))
+        if not bar.any() or first == 0 or float(strip[:first].mean(1).min()) > 0.3:
             return None
         # Frames are one object, but thin or translucent parts break it into pieces: join pieces
         # a few pixels apart, keep what is joined to the bridge.
@@ -775,12 +786,7 @@ class GlassesLayer:
         _, labels = cv2.connectedComponents(joined, connectivity=8)
         crossing = np.unique(labels[max(by0, 0) : by1, bx0:bx1][strip.astype(bool)])
         crossing = crossing[crossing > 0]
-        # Only what is clearly not skin is frame (translucent rims over skin may bend a little).
-        # Frame is what is far darker than the skin (brows and skin shadows are not) or far from it
-        # in colour; translucent rims over skin may bend a little.
-        luma = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY).astype(np.float32)
-        skin_luma = float(np.median(luma[colour > 0.8])) if (colour > 0.8).sum() > 20 else float(luma.mean())
-        solid = (luma < 0.45 * skin_luma) | (colour < 0.02)
+        # Only what is clearly not skin is frame.
         frames = (np.isin(labels, crossing) & (not_skin > 0) & solid).astype(np.uint8)
         # Highlights on the frames belong to them too: close small gaps inside the dark bar.
         c = max(int(0.025 * iod), 1)

@@ -300,6 +300,32 @@ def test_glasses_frames_stay_put_under_every_emotion(grace: Photo, portrait: Pho
     assert np.abs(frame[solid].astype(int) - grace.image[solid].astype(int)).max() > 30
 
 
+def test_brows_that_meet_are_no_glasses(portrait: Photo) -> None:
+    """Dark brows joined over the nose (or their shadow) cross the bridge strip too, but from its
+    top; taken for frames, brows and lids were frozen rigid (seen on 3 of 19 real photos)."""
+    lm = portrait.landmarks
+    iod = _iod(lm)
+    brow = np.concatenate([lm[[70, 63, 105, 66, 107], :2], lm[[336, 296, 334, 293, 300], :2]])
+    img = portrait.image.copy()
+    dark = (img.astype(np.float32) * 0.25).astype(np.uint8)
+    band = np.zeros(img.shape[:2], np.uint8)
+    for a, b in zip(brow[:-1], brow[1:], strict=True):
+        cv2.line(band, tuple(map(int, a)), tuple(map(int, b)), 255, max(int(0.12 * iod), 3))
+    # A unibrow, thick enough to reach well down the bridge strip.
+    y = int(max(lm[55, 1], lm[285, 1]))
+    cv2.rectangle(band, (int(lm[55, 0]), y - int(0.08 * iod)), (int(lm[285, 0]), y + int(0.09 * iod)), 255, -1)
+    img[band > 0] = dark[band > 0]
+    assert GlassesLayer.detect(img, lm) is None
+    # The same dark paint as a bar lower down, with rims round the eyes, is frames.
+    frames = portrait.image.copy()
+    ring = np.zeros(img.shape[:2], np.uint8)
+    for c in (lm[IRIS_LEFT[0], :2], lm[468, :2]):
+        cv2.ellipse(ring, (tuple(map(int, c)), (int(0.8 * iod), int(0.5 * iod)), 0.0), 255, max(int(0.05 * iod), 2))
+    cv2.line(ring, tuple(map(int, lm[133, :2])), tuple(map(int, lm[362, :2])), 255, max(int(0.05 * iod), 2))
+    frames[ring > 0] = (frames.astype(np.float32) * 0.2).astype(np.uint8)[ring > 0]
+    assert GlassesLayer.detect(frames, lm) is not None
+
+
 # What each preset must show in the mouth (on the closed-mouthed photo, where every tooth is drawn):
 # upper teeth under the upper lip, lower teeth over the lower lip, or a closed mouth.
 MOUTHS = {
