@@ -208,8 +208,10 @@ class WrinkleLayer:
                 drivers[_IDX[n]] = wgt
             field_s = synth * self.skin
             field_o = own * self.skin
-            # Crop to where the fields are non-zero (most are small next to the face box).
-            nz = np.abs(field_s) + np.abs(field_o) > 1e-3
+            fold = _fold(name, region, fold_skin, field_o)
+            # Crop to where the fields are non-zero (most are small next to the face box); a fold
+            # that fades its whole region reaches past its crease (cut there, it leaves a step).
+            nz = (np.abs(field_s) + np.abs(field_o) > 1e-3) | (fold > 1e-3)
             if not nz.any():
                 continue
             ys, xs = np.nonzero(nz)
@@ -222,7 +224,7 @@ class WrinkleLayer:
                     own=np.ascontiguousarray(field_o[cy0:cy1, cx0:cx1]),
                     drivers=drivers,
                     photo_weight=_photo_weight(float(drivers @ photo_exp)),
-                    fold=_fold(name, region, fold_skin, field_o)[cy0:cy1, cx0:cx1],
+                    fold=np.ascontiguousarray(fold[cy0:cy1, cx0:cx1]),
                     relax_only=name in _RELAX_ONLY,
                 )
             )

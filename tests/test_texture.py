@@ -214,6 +214,21 @@ def test_deep_smile_folds_darker_than_the_skin_are_relaxed_too(portrait: Photo) 
     )
 
 
+def test_relaxed_folds_end_softly_not_at_a_box_edge(portrait: Photo) -> None:
+    """Each fade is stored over a crop of the face box; a fade still strong at the crop's edge
+    shows as a straight step in the skin (seen on a real photo: a box edge across the cheek)."""
+    wl = portrait.full.wrinkles
+    assert wl is not None
+    fx0, fy0, fx1, fy1 = wl.box
+    for c in wl.creases:
+        x0, y0, x1, y1 = c.box
+        edges = [c.fold[:, 0] if x0 > fx0 else None, c.fold[:, -1] if x1 < fx1 else None,
+                 c.fold[0] if y0 > fy0 else None, c.fold[-1] if y1 < fy1 else None]  # fmt: skip
+        for e in edges:
+            if e is not None:
+                assert float(e.max()) < 0.05, c.name
+
+
 def _inside(shape: tuple[int, int], poly: np.ndarray) -> np.ndarray:
     mask = np.zeros(shape, dtype=np.uint8)
     cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1)
