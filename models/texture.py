@@ -543,20 +543,14 @@ class EyeLayer:
         cx, cy = centre - self.origin
         dist = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
         disc = (dist < radius + 1.5).astype(np.uint8)
-        # Sclera: the photo's eye with the iris painted out (keeps lid shadows and colour).
-        self.sclera = cv2.inpaint(patch, disc * 255, 3, cv2.INPAINT_TELEA)
-        # Beyond the photo's own lids lies more eyeball, shown when the eyes widen: continue the
-        # white there (a little shadowed), not the lid skin the photo has in that place.
+        # Sclera: the photo's eye with the iris painted out (keeps lid shadows and colour), filled
+        # from the white the photo shows (the lids' skin and margins would brown it).
         inner = cv2.erode((opening > 0.5).astype(np.uint8), np.ones((3, 3), np.uint8))
-        white = inner.astype(bool) & (dist > radius + 1.5)
-        if white.sum() >= 5:
-            px = self.sclera[white].astype(np.float32)
-            luma = px @ np.array([0.299, 0.587, 0.114])
-            sclera_rgb = np.percentile(px, 70, axis=0)
-            beyond = cv2.GaussianBlur(1.0 - inner.astype(np.float32), (0, 0), 1.0)[..., None]
-            self.sclera = (self.sclera * (1 - beyond) + sclera_rgb * beyond).astype(np.uint8)
-        # Iris: visible pixels of the disc; the part hidden under the lids takes their median.
-        visible = (opening > 0.5) & (dist < radius)
+        hole = (disc.astype(bool) | ~inner.astype(bool)).astype(np.uint8)
+        self.sclera = cv2.inpaint(patch, hole * 255, 3, cv2.INPAINT_TELEA)
+        # Iris: visible pixels of the disc (off the lid margins); the part hidden under the lids
+        # takes their median.
+        visible = inner.astype(bool) & (dist < radius)
         iris_rgb = patch.astype(np.float32)
         if visible.sum() >= 5:
             med = np.median(iris_rgb[visible], axis=0)
@@ -570,6 +564,7 @@ class EyeLayer:
         self.src_centre = centre
         self.src_corners = lm[[upper[0], upper[-1]], :2]
         self.src_upper = lm[list(upper), :2]
+        self.src_lower = lm[list(lower), :2]
         # Lid skin: the band just above the upper lid; lashes: the darkest pixels along the lid.
         iod = _iod(lm)
         # (Above the crease and its lash shadow; the brighter half, so shadows and frames don't grey it.)
@@ -587,6 +582,24 @@ class EyeLayer:
         along = patch[np.clip(np.round(self.src_upper[:, 1] - y0).astype(int), 0, ph - 1),
                       np.clip(np.round(self.src_upper[:, 0] - x0).astype(int), 0, pw - 1)].astype(np.float32)  # fmt: skip
         self.lash_rgb = np.minimum(along.min(0), self.lid_rgb * 0.45)
+        # Beyond the photo's own lids lies more eyeball, shown when the eyes widen: continue the
+        # white there (a little shadowed), not the lid skin the photo has in that place.
+        white = inner.astype(bool) & (dist > radius + 1.5)
+        # (Only outside the photo's own opening: its lid margins, dark with lashes, stay.)
+        beyond = np.clip(1.0 - opening, 0.0, 1.0)[..., None]
+        if white.sum() >= 5:
+            px = self.sclera[white].astype(np.float32)
+            luma = px @ np.array([0.299, 0.587, 0.114])
+            # The lit white: a narrowed eye shows little of it between lashes and lid shadow.
+            sclera_rgb = np.median(px[luma >= np.percentile(luma, 75)], axis=0)
+            # ...and never greyer than lit skin allows (a white about as light as the lid skin).
+            lit = 0.9 * float(self.lid_rgb @ np.array([0.299, 0.587, 0.114]))
+            grey = float(sclera_rgb @ np.array([0.299, 0.587, 0.114]))
+            if grey < lit:
+                white_rgb = lit * np.array([1.0, 0.97, 0.94]) / 0.976
+                t = min(1.0, (lit - grey) / max(lit, 1.0) * 2.0)
+                sclera_rgb = sclera_rgb * (1 - t) + white_rgb * t
+            self.sclera = (self.sclera * (1 - beyond) + sclera_rgb * beyond).astype(np.uint8)
 
     def paint(self, frame: np.ndarray, lm: np.ndarray, iod: float) -> None:
         """Paint sclera and iris inside the target eyelid contour (in place)."""
@@ -596,6 +609,9 @@ class EyeLayer:
             return
         origin = np.array([x0, y0], dtype=np.float64)
         mask = _poly_mask((y1 - y0, x1 - x0), contour, origin)
+        # Landmark contours run along the lid margins: the outermost pixel stays the warped photo's
+        # (its lashes and margin), or the painted ball shows a drawn outline.
+        mask = cv2.GaussianBlur(cv2.erode(mask, np.ones((3, 3), np.uint8)), (0, 0), 0.6)
         # Similarity from the source eye corners to the target ones: the eyeball turns with the head.
         sc = self.src_corners
         tc = lm[[self.upper[0], self.upper[-1]], :2]
@@ -631,10 +647,24 @@ class EyeLayer:
         up_open = (self.src_upper - self.origin) @ m[:, :2].T + m[:, 2] + origin
         eye_h = max(float(np.linalg.norm(self.src_corners[1] - self.src_corners[0])) * 0.3, 1.0)
         lift = float(np.clip((up_open[1:-1, 1] - up_t[1:-1, 1]).max() / eye_h, 0.0, 1.0))
+        lo_open = (self.src_lower - self.origin) @ m[:, :2].T + m[:, 2] + origin
+        drop = float(np.clip((lm[list(self.lower[1:-1]), 1] - lo_open[1:-1, 1]).max() / eye_h, 0.0, 1.0))
+        gaze = float(np.linalg.norm(tgt_c - (m[:, :2] @ (self.src_centre - self.origin) + m[:, 2])))
+        # An eye that opens no wider and looks where the photo's does is the warped photo's own
+        # (re-synthesized, a small narrowed eye would only lose its lashes and margins).
+        need = max(lift / 0.15, drop / 0.15, gaze / max(0.3 * self.radius, 0.5))
+        if need < 1.0:
+            mask = mask * np.float32(max(need, 0.0))
         if lift > 0.05:
             k = min(1.0, (lift - 0.05) / 0.3)
-            rim = cv2.GaussianBlur(mask, (0, 0), max(0.25 * eye_h, 0.8))
-            sclera *= (1.0 - 0.3 * k * (1.0 - rim))[..., None]
+            # The upper lid and its lashes shade the ball's top; the lower lid barely does (a
+            # ring of shade all round reads as a drawn outline).
+            order = np.argsort(up_t[:, 0])
+            lid_y = np.interp(np.arange(x0, x1, dtype=np.float64), up_t[order, 0], up_t[order, 1])
+            below = np.arange(y0, y1, dtype=np.float64)[:, None] - lid_y[None, :]
+            shade = np.exp(-np.clip(below, 0.0, None) / max(0.15 * eye_h, 0.8))
+            rim = cv2.GaussianBlur(mask, (0, 0), max(0.15 * eye_h, 0.8))
+            sclera *= (1.0 - k * (0.15 * shade + 0.06 * (1.0 - rim)))[..., None].astype(np.float32)
         eye = sclera * (1 - ia) + iris * ia
         region = frame[y0:y1, x0:x1].astype(np.float32)
         mm = mask[..., None]
