@@ -297,6 +297,18 @@ def test_widened_eyes_bare_white_above_the_iris(portrait: Photo) -> None:
         assert _luma(strip).mean() > max(2.0 * iris_luma, 0.75 * float(_luma(skin[None])[0]))
 
 
+def test_an_eye_as_the_photo_has_it_is_the_photo_s_own(portrait: Photo) -> None:
+    """Rendered with the photo's own expression the eyes neither open nor look away: they are
+    the warped photo's, not re-synthesized (which greyed the white and drew an outline)."""
+    e = portrait.full.rig.photo_exp.astype(np.float64)
+    frame = portrait.full.render(e)
+    bare = MeshWarp(portrait.image, portrait.landmarks, portrait.full.rig, MeshWarpConfig(paint_eyes=False))
+    assert np.array_equal(frame, bare.render(e))
+    # ...while widened eyes are painted.
+    wide = _exp(eyeWideLeft=1.0, eyeWideRight=1.0)
+    assert np.abs(portrait.full.render(wide).astype(int) - bare.render(wide).astype(int)).max() > 40
+
+
 def test_glasses_frames_stay_put_under_every_emotion(grace: Photo, portrait: Photo) -> None:
     assert GlassesLayer.detect(portrait.image, portrait.landmarks) is None
     glasses = grace.full.glasses
