@@ -240,6 +240,11 @@ class Rig:
             self.source_canonical @ self.rotation.T, self.basis @ self.rotation.T
         )
         self.neutral = self.source_canonical - np.tensordot(self.photo_exp, self.basis, axes=1)
+        # A blink is built to shut the eye as the photo shows it; a photo with narrowed eyes is
+        # opened for neutral, so its blink must travel that much further to shut (or it stops short).
+        for side in ("Left", "Right"):
+            k = _IDX[f"eyeBlink{side}"]
+            self.basis[k] *= 1.0 + self.photo_exp[k]
         # Whatever gap the shapes could not explain is closed directly: all zeros = lips together.
         self.neutral += _close_lips(self.neutral)
         self._fit_setup()

@@ -124,6 +124,20 @@ def test_smiling_photo_is_made_neutral(warp: MeshWarp) -> None:
     np.testing.assert_allclose(gap, 0.0, atol=1e-6)
 
 
+def test_a_photo_with_narrowed_eyes_still_blinks_shut(warp: MeshWarp) -> None:
+    """A photo whose eyes are narrowed (a smile, a squint) is opened for neutral; a full blink must
+    still shut them (it once stopped short by the amount opened: a third of the eye on a real
+    smiling photo)."""
+    narrowed = Rig(warp.rig.landmarks(exp_of(eyeBlinkLeft=0.4, eyeBlinkRight=0.4), np.zeros(6)))
+    assert narrowed.photo_exp[IDX["eyeBlinkLeft"]] > 0.2
+    for r in (warp.rig, narrowed):
+        open_ = r.landmarks(np.zeros(NUM_BLENDSHAPES), np.zeros(6))
+        shut = r.landmarks(exp_of(eyeBlinkLeft=1.0, eyeBlinkRight=1.0), np.zeros(6))
+        for up, lo in ((159, 145), (386, 374)):
+            assert open_[lo, 1] - open_[up, 1] > 5.0
+            assert abs(shut[lo, 1] - shut[up, 1]) < 0.3
+
+
 @pytest.mark.parametrize(
     ("smile", "jaw", "stretch"), [(0.7, 0.4, 0.0), (0.6, 0.4, 0.5), (0.5, 0.0, 0.0), (0.0, 0.5, 0.0)]
 )
