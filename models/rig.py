@@ -763,13 +763,14 @@ _EMOTION_PROTOTYPES: dict[str, dict[str, float]] = {
     # pushed into a round O over the teeth (a wide mouth showing the upper teeth reads as shouting)
     "surprised": {"browInnerUp": 1.0, "browOuterUpLeft": 1.0, "browOuterUpRight": 1.0, "eyeWideLeft": 1.0,
                   "eyeWideRight": 1.0, "jawOpen": 1.0, "mouthFunnel": 1.0, "mouthPucker": 0.4},
-    # AU1 + AU2 + AU4 + AU5 + AU20 + AU25: brows up and drawn together, eyes wide, lips stretched
-    # tight sideways and down off the lower teeth, the jaw barely dropped (a wide-open stretched mouth
-    # reads as a grin)
+    # AU1 + AU2 + AU4 + AU5 + AU20 + AU26: brows up and drawn together, eyes wide, the jaw dropped
+    # and the lips stretched tight sideways and down round a dark open mouth, both rows of teeth
+    # showing (teeth clenched behind stretched lips read as disgust; a little rounding keeps the
+    # open stretched mouth from reading as a grin)
     "fear": {"browInnerUp": 1.0, "browOuterUpLeft": 0.6, "browOuterUpRight": 0.6, "browDownLeft": 0.3,
              "browDownRight": 0.3, "eyeWideLeft": 1.0, "eyeWideRight": 1.0, "mouthStretchLeft": 1.0,
-             "mouthStretchRight": 1.0, "jawOpen": 0.25, "mouthLowerDownLeft": 0.4, "mouthLowerDownRight": 0.4,
-             "mouthFrownLeft": 1.0, "mouthFrownRight": 1.0, "mouthShrugLower": 0.3},
+             "mouthStretchRight": 1.0, "jawOpen": 0.7, "mouthLowerDownLeft": 0.2, "mouthLowerDownRight": 0.2,
+             "mouthFrownLeft": 0.6, "mouthFrownRight": 0.6, "mouthFunnel": 0.3},
     # AU4 + AU5 + AU7 + AU9 + AU23 + AU24 + AU17: brows hard down and together over glaring eyes, the
     # nose a little wrinkled, lips pressed thin with the corners turned down and the chin pushed up.
     # (An open mouth showing teeth reads as a laugh on any face that smiles easily.)
@@ -777,10 +778,11 @@ _EMOTION_PROTOTYPES: dict[str, dict[str, float]] = {
               "eyeSquintLeft": 0.3, "eyeSquintRight": 0.3, "noseSneerLeft": 0.5, "noseSneerRight": 0.5,
               "mouthPressLeft": 0.6, "mouthPressRight": 0.6, "mouthFrownLeft": 0.6, "mouthFrownRight": 0.6,
               "mouthShrugLower": 0.4},
-    # AU4 + AU9 + AU10 + AU15 + AU17 + AU25: brows down, nose wrinkled, upper lip raised high off the
-    # upper teeth, corners pulled down, lips just parted
+    # AU9 + AU10 + AU15 + AU17 + AU25 (+ a little AU4): nose wrinkled, upper lip raised high off the
+    # upper teeth, corners pulled down, lips just parted, brows lowered a little (lowered hard, with
+    # the bared teeth they read as anger)
     "disgusted": {"noseSneerLeft": 1.0, "noseSneerRight": 1.0, "mouthUpperUpLeft": 0.6, "mouthUpperUpRight": 0.6,
-                  "mouthFrownLeft": 0.8, "mouthFrownRight": 0.8, "browDownLeft": 0.7, "browDownRight": 0.7,
+                  "mouthFrownLeft": 0.8, "mouthFrownRight": 0.8, "browDownLeft": 0.3, "browDownRight": 0.3,
                   "cheekSquintLeft": 0.6, "cheekSquintRight": 0.6, "eyeSquintLeft": 0.6, "eyeSquintRight": 0.6,
                   "mouthShrugLower": 0.3, "jawOpen": 0.1, "mouthLowerDownLeft": 0.2, "mouthLowerDownRight": 0.2},
     # unilateral AU12 + AU14
