@@ -188,8 +188,10 @@ class WrinkleLayer:
         wide = cv2.GaussianBlur(
             patch.astype(np.float32) * self.skin[..., None], (0, 0), max(0.15 * fr.iod, 1.0)
         )
-        grain = luma / cv2.GaussianBlur(luma, (0, 0), max(0.012 * fr.iod, 0.8))
-        # (Clipped tight: a fold's thin dark line is no grain.)
+        # (Thin dark lines closed first and clipped tight: a fold's crease is no grain.)
+        c = max(int(round(0.02 * fr.iod)), 1)
+        luma_c = cv2.morphologyEx(luma, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * c + 1,) * 2))
+        grain = luma_c / cv2.GaussianBlur(luma_c, (0, 0), max(0.012 * fr.iod, 0.8))
         self._flat = (wide / sk[..., None]) * grain.clip(0.93, 1.07)[..., None]
         # Where it fades: the skin with its small dark holes (the smile's own deepest folds) filled.
         k = max(int(0.08 * fr.iod), 1)
@@ -199,6 +201,22 @@ class WrinkleLayer:
         # A smile's cheeks fade with their folds: skin in shade counts there (the folds are the
         # darkest skin of a smiling face, and the plain skin mask leaves them out).
         fold_skin = np.maximum(closed_skin, skin_mask(image, lm, box, shadows=True))
+        # ...and so does the dark wedge a smile opens beyond each corner of its lips (outside the
+        # lips, too dark for any skin test): left, the relaxed corner drags it up into the cheek
+        # as a drawn line.
+        gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
+        lips = np.zeros(patch.shape[:2], dtype=np.uint8)
+        ring = np.concatenate([lm[list(UPPER_OUTER_LIP), :2], lm[list(LOWER_OUTER_LIP[::-1][1:-1]), :2]])
+        cv2.fillPoly(lips, [np.round((ring - [x0, y0]) * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+        wedge = np.zeros(patch.shape[:2], dtype=np.float32)
+        for corner, ala in ((61, 129), (291, 358)):
+            # Along the fold from the corner a third of the way up to the nose wing.
+            p0 = lm[corner, :2]
+            seg = (lm[ala, :2] - p0) / 3.0
+            t = np.clip(((gx - p0[0]) * seg[0] + (gy - p0[1]) * seg[1]) / max(float(seg @ seg), 1e-6), 0.0, 1.0)
+            d2 = ((gx - p0[0] - t * seg[0]) ** 2 + (gy - p0[1] - t * seg[1]) ** 2) / (0.06 * fr.iod) ** 2
+            wedge = np.maximum(wedge, np.exp(-0.5 * d2).astype(np.float32))
+        fold_skin = np.maximum(fold_skin, wedge * (1.0 - lips.astype(np.float32) / 255.0))
         photo_exp = np.asarray(photo_exp, dtype=np.float64)
         self.creases: list[_Crease] = []
         for name, (synth, own_dir, region) in _layout(canvas, fr, lm).items():
@@ -457,7 +475,8 @@ def _layout(canvas: _Canvas, fr: _Frame, lm: np.ndarray) -> dict[str, tuple[np.n
         mid = 0.5 * (a + m) + [sign * 0.07, 0.0]
         seg = _bezier(a, mid, m, 14)
         g = canvas.groove(seg, 0.016, 0.26, 0.12, np.array([sign, -0.3]), 0.2)
-        region = np.concatenate([seg + [-sign * 0.05, 0.0], (seg + [sign * 0.1, 0.0])[::-1]])
+        # (Reaching in towards the nose and lips: a broad smile's fold runs inside the bow.)
+        region = np.concatenate([seg + [-sign * 0.1, 0.0], (seg + [sign * 0.1, 0.0])[::-1]])
         out[f"nasolabial_{name}"] = (g, "d", _soft_region(canvas, fr, region, 0.03))
 
     # Nose wrinkles: short oblique lines on each side of the nasal bridge.

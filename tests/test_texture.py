@@ -214,6 +214,29 @@ def test_deep_smile_folds_darker_than_the_skin_are_relaxed_too(portrait: Photo) 
     )
 
 
+def test_thin_crease_lines_of_a_smile_are_relaxed_too(portrait: Photo) -> None:
+    """A smile's crease can be a thin dark line down its fold and a dark wedge at the mouth
+    corner; the flattened skin kept such lines as "grain" and the corner wedge fell outside every
+    skin test, and the warp then drew them into the neutral's cheeks as pencil lines."""
+    lm = portrait.landmarks
+    iod = _iod(lm)
+    image = portrait.image.copy()
+    line = np.zeros(image.shape[:2], dtype=np.float32)
+    for ala, corner, sign in ((358, 291, 1.0), (129, 61, -1.0)):
+        a = lm[ala, :2] + [0.0, 0.02 * iod]  # hugging the nose wing, down to the corner
+        c = lm[corner, :2] + [sign * 0.03 * iod, -0.02 * iod]
+        cv2.line(line, tuple(int(v) for v in a), tuple(int(v) for v in c), 1.0, 2)
+    image = (image * (1.0 - 0.55 * line[..., None])).astype(np.uint8)
+    wl = WrinkleLayer(image, lm, portrait.full.rig.photo_exp)
+    relaxed = wl.apply(np.zeros(len(BLENDSHAPE_NAMES)))
+    on = line > 0.5
+    luma0, luma1, clean = _luma(image)[on], _luma(relaxed)[on], _luma(portrait.image)[on]
+    assert np.median(luma1 - luma0) > 0.85 * np.median(clean - luma0), (
+        np.median(luma1 - luma0),
+        np.median(clean - luma0),
+    )
+
+
 def test_relaxed_folds_end_softly_not_at_a_box_edge(portrait: Photo) -> None:
     """Each fade is stored over a crop of the face box; a fade still strong at the crop's edge
     shows as a straight step in the skin (seen on a real photo: a box edge across the cheek)."""
