@@ -216,7 +216,15 @@ class WrinkleLayer:
             t = np.clip(((gx - p0[0]) * seg[0] + (gy - p0[1]) * seg[1]) / max(float(seg @ seg), 1e-6), 0.0, 1.0)
             d2 = ((gx - p0[0] - t * seg[0]) ** 2 + (gy - p0[1] - t * seg[1]) ** 2) / (0.06 * fr.iod) ** 2
             wedge = np.maximum(wedge, np.exp(-0.5 * d2).astype(np.float32))
-        fold_skin = np.maximum(fold_skin, wedge * (1.0 - lips.astype(np.float32) / 255.0))
+        # A fold too dark for any skin test beside the lips is a notch in the mask open to the
+        # lips' hole, which no closing of the skin mask fills: close the fold mask itself, lips
+        # kept out (left, such a fold stands out darker than the flattened cheek around it).
+        k = max(int(0.1 * fr.iod), 1)
+        fold_skin = cv2.morphologyEx(
+            np.maximum(fold_skin, wedge).astype(np.float32),
+            cv2.MORPH_CLOSE,
+            cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)),
+        ) * (1.0 - lips.astype(np.float32) / 255.0)
         photo_exp = np.asarray(photo_exp, dtype=np.float64)
         self.creases: list[_Crease] = []
         for name, (synth, own_dir, region) in _layout(canvas, fr, lm).items():
