@@ -240,11 +240,15 @@ class Rig:
             self.source_canonical @ self.rotation.T, self.basis @ self.rotation.T
         )
         self.neutral = self.source_canonical - np.tensordot(self.photo_exp, self.basis, axes=1)
-        # A blink is built to shut the eye as the photo shows it; a photo with narrowed eyes is
-        # opened for neutral, so its blink must travel that much further to shut (or it stops short).
-        for side in ("Left", "Right"):
-            k = _IDX[f"eyeBlink{side}"]
-            self.basis[k] *= 1.0 + self.photo_exp[k]
+        # A blink is built to shut the eye as the photo shows it; a photo with narrowed eyes (a
+        # smile, a squint) is opened for neutral, so its blink must travel that much further to
+        # shut (or it stops short), and a wide-eyed photo's blink that much less.
+        for side, upper, lower in (("Left", EYE_LEFT_UPPER, EYE_LEFT_LOWER), ("Right", EYE_RIGHT_UPPER, EYE_RIGHT_LOWER)):
+            up, lo = list(upper[1:-1]), list(lower[1:-1])
+            photo_gap = float((self.source_canonical[lo, 1] - self.source_canonical[up, 1]).sum())
+            neutral_gap = float((self.neutral[lo, 1] - self.neutral[up, 1]).sum())
+            if photo_gap > 1e-6:
+                self.basis[_IDX[f"eyeBlink{side}"]] *= float(np.clip(neutral_gap / photo_gap, 0.5, 3.0))
         # Whatever gap the shapes could not explain is closed directly: all zeros = lips together.
         self.neutral += _close_lips(self.neutral)
         self._fit_setup()
@@ -677,6 +681,7 @@ _OWN_COST = {
     "mouthLowerDownRight": 2e-2, "mouthFrownLeft": 1e-2, "mouthFrownRight": 1e-2,
 }  # fmt: skip
 _OWN_SYMMETRY = 0.3
+_OWN_CHEEKS = 2.0  # cheek raise undone per unit of the photo's own smile
 
 
 def _own_features(v: np.ndarray) -> np.ndarray:
@@ -736,6 +741,15 @@ def _fit_own_expression(v: np.ndarray, basis: np.ndarray) -> np.ndarray:
     out = np.zeros(NUM_BLENDSHAPES)
     # Below this a weight only soaks up landmark noise (a relaxed photo has no expression to undo).
     out[idx] = np.where(best[1] >= 0.07, best[1], 0.0)
+    # A smile raises the cheeks (AU6), which no landmark measurement here sees: undo them with it.
+    # The fitted smile under-reads an open smile (jaw and lip shapes explain most of its mouth),
+    # and a broad one lifts the cheeks fully (the happy preset pairs smile 1.0 with 0.85).
+    smile = max(
+        float(out[[_IDX["mouthSmileLeft"], _IDX["mouthSmileRight"]]].mean()),
+        0.5 * float(out[[_IDX["mouthUpperUpLeft"], _IDX["mouthUpperUpRight"]]].mean()),
+    )
+    if smile >= 0.15:  # (less is the fit's noise on a mouth that only opens)
+        out[[_IDX["cheekSquintLeft"], _IDX["cheekSquintRight"]]] = min(_OWN_CHEEKS * smile, 1.0)
     return out
 
 

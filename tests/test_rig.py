@@ -128,14 +128,14 @@ def test_a_photo_with_narrowed_eyes_still_blinks_shut(warp: MeshWarp) -> None:
     """A photo whose eyes are narrowed (a smile, a squint) is opened for neutral; a full blink must
     still shut them (it once stopped short by the amount opened: a third of the eye on a real
     smiling photo)."""
-    narrowed = Rig(warp.rig.landmarks(exp_of(eyeBlinkLeft=0.4, eyeBlinkRight=0.4), np.zeros(6)))
+    narrowed = Rig(warp.rig.landmarks(exp_of(eyeBlinkLeft=0.6, eyeBlinkRight=0.6), np.zeros(6)))
     assert narrowed.photo_exp[IDX["eyeBlinkLeft"]] > 0.2
     for r in (warp.rig, narrowed):
         open_ = r.landmarks(np.zeros(NUM_BLENDSHAPES), np.zeros(6))
         shut = r.landmarks(exp_of(eyeBlinkLeft=1.0, eyeBlinkRight=1.0), np.zeros(6))
         for up, lo in ((159, 145), (386, 374)):
             assert open_[lo, 1] - open_[up, 1] > 5.0
-            assert abs(shut[lo, 1] - shut[up, 1]) < 0.3
+            assert abs(shut[lo, 1] - shut[up, 1]) < 1.0  # shut (within a pixel), not a third open
 
 
 @pytest.mark.parametrize(
@@ -160,6 +160,9 @@ def test_a_photos_own_smile_is_fitted_as_a_smile_not_a_smile_cancelled_by_a_frow
     assert abs(got[IDX["mouthSmileLeft"]] - got[IDX["mouthSmileRight"]]) < 0.1
     assert abs(0.5 * (got[IDX["mouthSmileLeft"]] + got[IDX["mouthSmileRight"]]) - smile) < 0.25
     assert abs(got[IDX["jawOpen"]] - jaw) < 0.25
+    # The cheeks a smile lifts (which no landmark measurement sees) are undone with it, and only then.
+    cheeks = got[[IDX["cheekSquintLeft"], IDX["cheekSquintRight"]]]
+    assert (cheeks >= 0.5).all() if smile >= 0.5 else (cheeks == 0.0).all(), cheeks
 
 
 @pytest.mark.parametrize("emotion", EMOTIONS)
