@@ -154,8 +154,23 @@ class MouthLayer:
 
     def _take_photo_teeth(self, image: np.ndarray, lm: np.ndarray, iod: float, gap: float) -> None:
         """Sample the photo's own mouth interior into the two textures (its real teeth)."""
-        up_v = min(0.6 * gap + 0.01, self.V_MAX)
-        lo_v = min(0.4 * gap + 0.01, self.V_MAX)
+        # How far the photo's mouth is open at each column: towards its corners the lips close
+        # over the teeth, and what lies beyond the opening there (lips, the dark corners of a
+        # smile) is no teeth (squeezed into a narrower mouth, it showed as a dark ragged fringe).
+        up_pts, lo_pts = lm[list(UPPER_INNER_LIP), :2], lm[list(LOWER_INNER_LIP), :2]
+        c0, c1 = up_pts[0], up_pts[-1]
+        ax = (c1 - c0) / max(float(np.linalg.norm(c1 - c0)), 1e-6)
+        bx = np.array([-ax[1], ax[0]])
+        cols = (np.arange(self.TEX_W) + 0.5) / self.TEX_W * float(np.dot(c1 - c0, ax))
+
+        def across(pts: np.ndarray) -> np.ndarray:
+            pa, pb = (pts - c0) @ ax, (pts - c0) @ bx
+            k = np.argsort(pa)
+            return np.interp(cols, pa[k], pb[k])
+
+        gap_u = np.clip((across(lo_pts) - across(up_pts)) / iod, 0.0, gap)
+        up_v = np.minimum(0.6 * gap_u + 0.01, self.V_MAX)[None, :]
+        lo_v = np.minimum(0.4 * gap_u + 0.01, self.V_MAX)[None, :]
         for tex, chain, sign, vmax in (
             (self.upper_tex, UPPER_INNER_LIP, 1.0, up_v),
             (self.lower_tex, LOWER_INNER_LIP, -1.0, lo_v),
@@ -164,8 +179,8 @@ class MouthLayer:
             rgb = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(
                 np.float32
             )
-            v = (np.arange(self.TEX_H) + 0.5) / self.TEX_H * self.V_MAX
-            a = np.clip((vmax - v) / 0.01, 0.0, 1.0)[:, None] * np.ones(self.TEX_W)
+            v = (np.arange(self.TEX_H) + 0.5)[:, None] / self.TEX_H * self.V_MAX
+            a = np.clip((vmax - v) / 0.01, 0.0, 1.0)
             tex[..., :3] = rgb * a[..., None] + tex[..., :3] * (1 - a[..., None])
             # The photo's teeth replace the drawn ones; beyond them only the tongue may show.
             keep = 0.0 if tex is self.upper_tex else 1.0
@@ -363,6 +378,12 @@ class MouthLayer:
             np.clip(np.minimum(b - b_up, b_lo - b) + 0.5, 0.0, 1.0) * (np.abs(x) < 1.0),
             _poly_mask(shape, inner, origin),
         ) * (1.0 - closed)
+        # Round an opening taller than the lips' bands reach (an O), the lips go on all round it:
+        # beside it the bands taper to nothing, and the photo's squashed dark corners showed there.
+        if closed < 1.0:
+            r = max(int(round(0.05 * iod)), 1)
+            grown = cv2.dilate(hole.astype(np.float32), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
+            inside = np.maximum(inside, np.clip(grown - hole, 0.0, 1.0) * (np.abs(x) < 1.15))
         # 1. The warped lips (and their dark edges) covered by the skin around them.
         # (The smile's dimples beside the corners go too.)
         ox = np.abs(x)

@@ -461,3 +461,17 @@ def test_a_smiling_photo_relaxed_gets_full_closed_lips(portrait: Photo, grace: P
         frame, hl, happy, hl[list(UPPER_INNER_LIP), :2], hl[list(LOWER_INNER_LIP), :2], _iod(hl)
     )
     assert np.array_equal(frame, before)
+
+
+def test_the_photo_s_teeth_end_where_its_mouth_closes(portrait: Photo) -> None:
+    """The photo's teeth are taken only as far down each column as its mouth is open there:
+    towards the corners its lips close over them, and what lies beyond (lips, the dark corners of
+    a smile) was squeezed into a narrower mouth (an O) as a dark ragged fringe."""
+    mouth = portrait.full.mouth
+    assert mouth is not None and mouth.uses_photo_teeth
+    alpha = mouth.upper_tex[..., 3]
+    edge = max(mouth.TEX_W // 50, 1)
+    middle = alpha[:, mouth.TEX_W // 2 - edge : mouth.TEX_W // 2 + edge]
+    corners = np.concatenate([alpha[:, :edge], alpha[:, -edge:]], axis=1)
+    # Deep teeth in the middle, next to none at the corners (where the lips meet).
+    assert float((middle > 0.5).sum(0).mean()) > 4.0 * max(float((corners > 0.5).sum(0).mean()), 1.0)
