@@ -550,7 +550,10 @@ def test_webrtc_peer_audio_drives_the_face(tmp_path) -> None:
         agent.stop()
     jaw = np.array([m["values"][JAW] for m in shapes])
     speaking = np.array([m["speaking"] for m in shapes])
-    assert len(shapes) > 100 and speaking.any()
+    # The face is made at 25 fps throughout; this process also decodes the viewer's video, so
+    # under load the slow subscriber loses some messages to its drop-oldest outbox (by design).
+    frames = [m["frame"] for m in shapes]
+    assert frames[-1] - frames[0] > 100 and len(shapes) > 60 and speaking.any()
     assert jaw.max() > 0.3 and jaw[speaking].mean() > 3 * max(jaw[:10].mean(), 0.01)
 
 
