@@ -767,12 +767,13 @@ _EMOTION_PROTOTYPES: dict[str, dict[str, float]] = {
               "mouthUpperUpRight": 0.4, "mouthLowerDownLeft": 0.35, "mouthLowerDownRight": 0.35,
               "mouthDimpleLeft": 0.2, "mouthDimpleRight": 0.2, "browInnerUp": 0.2, "browOuterUpLeft": 0.2,
               "browOuterUpRight": 0.2},
-    # AU1 + AU4 + AU15 + AU17 (+ AU43 lids half down): inner brows up and together, corners pulled
-    # down, chin raised under a pushed-up lower lip, gaze and lids lowered
-    "sad": {"browInnerUp": 1.0, "browDownLeft": 0.3, "browDownRight": 0.3, "mouthFrownLeft": 1.0,
-            "mouthFrownRight": 1.0, "mouthShrugLower": 0.9, "mouthStretchLeft": 0.4, "mouthStretchRight": 0.4,
-            "mouthRollLower": 0.2, "eyeLookDownLeft": 0.5, "eyeLookDownRight": 0.5, "eyeSquintLeft": 0.2,
-            "eyeSquintRight": 0.2, "eyeBlinkLeft": 0.3, "eyeBlinkRight": 0.3},
+    # AU1 + AU15 + AU17 + AU20 (+ AU43 lids half down): inner brows up (no AU4: with it the lowered
+    # brows read as anger or concentration), corners pulled down and out, chin raised under a
+    # pushed-up lower lip, heavy lids over a lowered gaze. Tuned with two outside classifiers on 11
+    # real photos and checked on 10 others: both read it as sad more often than the AU4 version.
+    "sad": {"browInnerUp": 1.0, "mouthFrownLeft": 1.0, "mouthFrownRight": 1.0, "mouthShrugLower": 0.9,
+            "mouthStretchLeft": 1.0, "mouthStretchRight": 1.0, "mouthRollLower": 0.4, "eyeLookDownLeft": 0.4,
+            "eyeLookDownRight": 0.4, "eyeBlinkLeft": 0.6, "eyeBlinkRight": 0.6},
     # AU1 + AU2 + AU5 + AU26 + AU27: brows high, eyes wide (white above the iris), jaw dropped, lips
     # pushed into a round O over the teeth (a wide mouth showing the upper teeth reads as shouting)
     "surprised": {"browInnerUp": 1.0, "browOuterUpLeft": 1.0, "browOuterUpRight": 1.0, "eyeWideLeft": 1.0,

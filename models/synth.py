@@ -652,7 +652,8 @@ def make_targets(
     b_left, b_right, blinks = _blink_curves(rng, t, speaking, _phrase_ends(phones), rate)
     for side, b in (("Left", b_left), ("Right", b_right)):
         lid = _I["eyeBlink" + side]
-        exp[:, lid] = np.maximum(exp[:, lid] + 0.3 * np.clip(-gy, 0, 1), b)
+        # A held droop (sad lids, a lowered gaze) stays under half closed: only a blink shuts the eye.
+        exp[:, lid] = np.maximum(np.minimum(exp[:, lid] + 0.3 * np.clip(-gy, 0, 1), 0.45), b)
         exp[:, _I["eyeWide" + side]] *= 1.0 - b
 
     close_lips(exp, mouth.closure.astype(np.float64))
