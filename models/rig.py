@@ -778,14 +778,14 @@ _EMOTION_PROTOTYPES: dict[str, dict[str, float]] = {
     # pushed into a round O over the teeth (a wide mouth showing the upper teeth reads as shouting)
     "surprised": {"browInnerUp": 1.0, "browOuterUpLeft": 1.0, "browOuterUpRight": 1.0, "eyeWideLeft": 1.0,
                   "eyeWideRight": 1.0, "jawOpen": 1.0, "mouthFunnel": 1.0, "mouthPucker": 0.4},
-    # AU1 + AU2 + AU4 + AU5 + AU20 + AU26: brows up and drawn together, eyes wide, the jaw dropped
-    # and the lips stretched tight sideways and down round a dark open mouth, both rows of teeth
-    # showing (teeth clenched behind stretched lips read as disgust; a little rounding keeps the
-    # open stretched mouth from reading as a grin)
-    "fear": {"browInnerUp": 1.0, "browOuterUpLeft": 0.6, "browOuterUpRight": 0.6, "browDownLeft": 0.3,
-             "browDownRight": 0.3, "eyeWideLeft": 1.0, "eyeWideRight": 1.0, "mouthStretchLeft": 1.0,
-             "mouthStretchRight": 1.0, "jawOpen": 0.7, "mouthLowerDownLeft": 0.2, "mouthLowerDownRight": 0.2,
-             "mouthFrownLeft": 0.6, "mouthFrownRight": 0.6, "mouthFunnel": 0.3},
+    # AU1 + AU2 + AU4 + AU5 + AU20 + AU26: brows up and drawn hard together (the knitted brows are
+    # what tells fear from surprise), eyes wide, the jaw dropped and the lips stretched tight sideways
+    # and down round a dark open mouth, both rows of teeth showing (teeth clenched behind stretched
+    # lips read as disgust; a little rounding keeps the open stretched mouth from reading as a grin)
+    "fear": {"browInnerUp": 1.0, "browOuterUpLeft": 0.6, "browOuterUpRight": 0.6, "browDownLeft": 0.6,
+             "browDownRight": 0.6, "eyeWideLeft": 1.0, "eyeWideRight": 1.0, "mouthStretchLeft": 1.0,
+             "mouthStretchRight": 1.0, "jawOpen": 0.7, "mouthLowerDownLeft": 0.5, "mouthLowerDownRight": 0.5,
+             "mouthFrownLeft": 1.0, "mouthFrownRight": 1.0, "mouthFunnel": 0.3},
     # AU4 + AU5 + AU7 + AU9 + AU23 + AU24 + AU17: brows hard down and together over glaring eyes, the
     # nose a little wrinkled, lips pressed thin with the corners turned down and the chin pushed up.
     # (An open mouth showing teeth reads as a laugh on any face that smiles easily.)
