@@ -15,6 +15,11 @@ from pathlib import Path
 import numpy as np
 
 
+def int16(x: np.ndarray) -> np.ndarray:
+    """Float audio in [-1, 1] as 16-bit samples."""
+    return (np.clip(x, -1, 1) * 32767).astype(np.int16)
+
+
 # -- PulseAudio ----------------------------------------------------------------------------------
 class PulseServer:
     """A private PulseAudio daemon with a null sink ``vsink`` whose monitor is the default source
