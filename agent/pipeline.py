@@ -22,8 +22,8 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import logging
 import itertools
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 BLOCK_MS = 20
 # The audio delay follows the 75th percentile of the latency of the last 50 frames (2 s). On a busy
 # machine the latency climbs as the worker falls behind and drops when frames are skipped; a median
-# over 10 s lagged behind it and the voice was heard 25-70 ms before its frame (2-core machine with
+# over 10 s lagged behind it and the voice was heard 28-70 ms before its frame (2-core machine with
 # two busy processes beside the agent, measured), now within 20 ms either way. A voice a little late
 # is less noticeable than one early.
 DELAY_FRAMES = 50
