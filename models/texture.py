@@ -51,6 +51,47 @@ def _box(points: np.ndarray, pad: int, width: int, height: int) -> tuple[int, in
     return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
 
 
+def _rotated_grid(
+    x0: int, y0: int, x1: int, y1: int, c0: np.ndarray, ax: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates of the box [x0, x1) x [y0, y1) in a rotated frame, float32 (h, w) each: a
+    along the unit vector ax from the point c0, b along its normal (-ax[1], ax[0])."""
+    rx = np.arange(x0, x1, dtype=np.float32) - np.float32(c0[0])
+    ry = (np.arange(y0, y1, dtype=np.float32) - np.float32(c0[1]))[:, None]
+    cos, sin = float(ax[0]), float(ax[1])
+    return rx * cos + ry * sin, ry * cos - rx * sin
+
+
+def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """a * (1 - t) + b * t per pixel, in one pass: a and b (h, w, c) of one dtype (uint8, rounded,
+    or float32), t (h, w) in [0, 1]."""
+    t = np.asarray(t, dtype=np.float32)
+    return cv2.blendLinear(a, b, 1.0 - t, t)
+
+
+def _to_u8(image: np.ndarray) -> np.ndarray:
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _masked_blur(image: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of a float32 (h, w, 3) image averaging only where weight (h, w) is on: holes
+    fill from around them. Wide blurs run at half resolution (the result is smooth anyway)."""
+    h, w = weight.shape
+    half = sigma >= 4.0 and min(h, w) >= 16
+    if half:
+        size = ((w + 1) // 2, (h + 1) // 2)
+        image = cv2.resize(image * weight[..., None], size, interpolation=cv2.INTER_AREA)
+        weight = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
+        sigma *= 0.5
+    else:
+        image = image * weight[..., None]
+    out = (
+        cv2.GaussianBlur(image, (0, 0), sigma)
+        / np.maximum(cv2.GaussianBlur(weight, (0, 0), sigma), 1e-3)[..., None]
+    )
+    return cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR) if half else out
+
+
 def _iod(lm: np.ndarray) -> float:
     return float(np.linalg.norm(lm[IRIS_LEFT[0], :2] - lm[IRIS_RIGHT[0], :2]))
 
@@ -110,12 +151,19 @@ class MouthLayer:
         grey = cv2.cvtColor(np.clip(patch, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY).astype(np.float32)
         hp = grey - cv2.GaussianBlur(grey, (0, 0), 1.5)
         self._lip_grain = float(np.clip(hp[lips > 0.9].std() if (lips > 0.9).sum() >= 10 else 3.0, 1.0, 6.0))
+        self._noise: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None  # see _lip_noise
         self.upper_tex, self.lower_tex = self._synth_textures()
         if self.uses_photo_teeth:
             self._take_photo_teeth(image, lm, iod, float(gap))
         # Premultiplied alpha: bilinear sampling at a texture's edge then adds no dark fringe.
         for tex in (self.upper_tex, self.lower_tex):
             tex[..., :3] *= tex[..., 3:]
+        # Colours painted every frame, in float32 like the per-pixel fields they tint.
+        self.cavity_lit_rgb = self.lip_rgb * np.array([0.6, 0.42, 0.42])  # a narrow gap's shadow
+        self.lips_shut_rgb = self.lip_rgb * np.array([0.78, 0.66, 0.66])  # a barely parted mouth
+        for name in ("lip_rgb", "lip_lit_rgb", "cavity_rgb", "tongue_rgb", "gum_rgb", "lip_paint_rgb", "cavity_lit_rgb",
+                     "lips_shut_rgb"):  # fmt: skip
+            setattr(self, name, np.asarray(getattr(self, name), dtype=np.float32))
 
     # -- textures -------------------------------------------------------------------------
     def _synth_textures(self) -> tuple[np.ndarray, np.ndarray]:
@@ -223,18 +271,16 @@ class MouthLayer:
         c0, c1 = up[0], up[-1]
         ax = (c1 - c0) / max(np.linalg.norm(c1 - c0), 1e-6)
         bx = np.array([-ax[1], ax[0]])
-        gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
-        rel_x, rel_y = gx - c0[0], gy - c0[1]
-        a = rel_x * ax[0] + rel_y * ax[1]
-        b = rel_x * bx[0] + rel_y * bx[1]
+        a, b = _rotated_grid(x0, y0, x1, y1, c0, ax)  # float32, like every per-pixel field here
         width = float(np.dot(c1 - c0, ax))
+        iod = float(iod)
         ua = (up - c0) @ ax
         ub = (up - c0) @ bx
         la = (lo - c0) @ ax
         lb = (lo - c0) @ bx
         u = np.clip(a / max(width, 1e-6), 0.0, 1.0)
-        b_up = np.interp(a, ua, ub)
-        b_lo = np.interp(a, np.sort(la), lb[np.argsort(la)])
+        b_up = np.interp(a, ua, ub).astype(np.float32)
+        b_lo = np.interp(a, np.sort(la), lb[np.argsort(la)]).astype(np.float32)
         # Edge pixels of the anti-aliased mask lie just outside the lips: clamp, don't leave them empty.
         v_up = np.maximum(b - b_up, 0.0) / iod
         v_lo = np.maximum(b_lo - b, 0.0) / iod
@@ -258,7 +304,7 @@ class MouthLayer:
         depth = np.clip(np.minimum(v_up, v_lo) / np.maximum(opening * 0.5, 1e-3), 0.0, 1.0)
         # A narrow gap between teeth and lip is in the lips' shadow, not yet the dark of the throat.
         narrow = np.clip(1.0 - (opening - 0.08) / 0.12, 0.0, 1.0)[..., None]
-        cavity = self.cavity_rgb * (1 - narrow) + self.lip_rgb * np.array([0.6, 0.42, 0.42]) * narrow
+        cavity = self.cavity_rgb * (1 - narrow) + self.cavity_lit_rgb * narrow
         cav = cavity * (1.0 - 0.6 * depth)[..., None] * (1.0 - 0.25 * np.clip(opening / 0.4, 0, 1))[..., None]
         tongue_out = float(exp[_TONGUE_OUT])
         if tongue_out > 0.0:
@@ -269,12 +315,10 @@ class MouthLayer:
         out = out * (1 - up_rgba[..., 3:]) + up_rgba[..., :3]
         # A barely parted mouth shows the lips' shadow, not a sliver of teeth (which reads as a grin).
         vis = np.clip((opening - 0.025) / 0.035, 0.0, 1.0)[..., None]
-        out = out * vis + self.lip_rgb * np.array([0.78, 0.66, 0.66]) * (1 - vis)
+        out = out * vis + self.lips_shut_rgb * (1 - vis)
         # Painted texture is crisper than a photo: soften it to the photo's own blur.
         out = cv2.GaussianBlur(out.astype(np.float32), (0, 0), max(0.006 * iod, 0.5))
-        region = frame[y0:y1, x0:x1].astype(np.float32)
-        m = mask[..., None]
-        frame[y0:y1, x0:x1] = np.clip(region * (1 - m) + out * m, 0, 255).astype(np.uint8)
+        frame[y0:y1, x0:x1] = lerp(frame[y0:y1, x0:x1], _to_u8(out), mask)
 
     def _paint_seam(self, frame: np.ndarray, up: np.ndarray, lo: np.ndarray, iod: float) -> None:
         """Where the lips (nearly) meet, a soft anti-aliased seam in the lips' shadow colour hides
@@ -293,7 +337,7 @@ class MouthLayer:
         pts = np.round((mid - [x0, y0]) * (1 << _SHIFT)).astype(np.int32)
         # Fade the seam out where the lips are apart (per column along the mouth).
         xs = np.arange(x0, x1, dtype=np.float64)
-        weight = np.interp(xs, mid[:, 0], closed)[None, :]
+        weight = np.interp(xs, mid[:, 0], closed).astype(np.float32)[None, :]
         region = frame[y0:y1, x0:x1].astype(np.float32)
         # A band of lip colour over the remnants, then a thin shadow line where the lips meet.
         # (Lips meeting are lit like the lips; only the line where they meet is in shadow.)
@@ -303,6 +347,27 @@ class MouthLayer:
             a = (cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 0.6) * weight * alpha)[..., None]
             region = region * (1 - a) + rgb * a
         frame[y0:y1, x0:x1] = np.clip(region, 0, 255).astype(np.uint8)
+
+    def _lip_noise(self, shape: tuple[int, int], iod: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Grain fields (h, w) float32 for re-synthesized lips, made once and cut to size: fine grain
+        for the skin, the lips' fine vertical lines (unit std), and fine grain for the lips."""
+        h, w = shape
+        sig = max(0.02 * iod, 1.0)
+        cache = self._noise
+        if cache is None or cache[0].shape[0] < h or cache[0].shape[1] < w or abs(cache[3] - sig) > 0.1 * sig:
+            size = (max(h, 0 if cache is None else cache[0].shape[0]) + 16,
+                    max(w, 0 if cache is None else cache[0].shape[1]) + 16)  # fmt: skip
+            rng = np.random.default_rng(11)
+            noise = [rng.normal(0.0, 1.0, size).astype(np.float32) for _ in range(3)]
+            lines = cv2.GaussianBlur(noise[1], (0, 0), sigmaX=0.7, sigmaY=sig)
+            lines /= max(float(lines.std()), 1e-3)
+            cache = self._noise = (
+                cv2.GaussianBlur(noise[0], (0, 0), 0.6),
+                lines,
+                cv2.GaussianBlur(noise[2], (0, 0), 0.6),
+                sig,
+            )
+        return cache[0][:h, :w], cache[1][:h, :w], cache[2][:h, :w]
 
     # Relaxed closed lips (IOD units): thickness of the upper and lower lip at the middle, and how
     # far the corners sit below the middle of the line where they meet.
@@ -346,16 +411,16 @@ class MouthLayer:
             return
         origin = np.array([x0, y0], dtype=np.float64)
         shape = (y1 - y0, x1 - x0)
-        gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
-        a = (gx - c0[0]) * ax[0] + (gy - c0[1]) * ax[1]
-        b = (gx - c0[0]) * bx[0] + (gy - c0[1]) * bx[1]
-        x = 2.0 * a / width - 1.0  # -1 .. 1 across the mouth
+        # Per-pixel fields in float32 (this runs every frame); scalars as Python floats keep them so.
+        a, b = _rotated_grid(x0, y0, x1, y1, c0, ax)
+        x = a * (2.0 / width) - 1.0  # -1 .. 1 across the mouth
         xc = np.clip(x, -1.0, 1.0)
+        iod = float(iod)
 
         def along(chain: np.ndarray) -> np.ndarray:
             ca, cb = (chain - c0) @ ax, (chain - c0) @ bx
             k = np.argsort(ca)
-            return np.interp(a, ca[k], cb[k])
+            return np.interp(a, ca[k], cb[k]).astype(np.float32)
 
         mid = 0.5 * (up[len(up) // 2] + lo[len(lo) // 2])
         b_mid = float((mid - c0) @ bx)
@@ -382,15 +447,18 @@ class MouthLayer:
         # beside it the bands taper to nothing, and the photo's squashed dark corners showed there.
         if closed < 1.0:
             r = max(int(round(0.05 * iod)), 1)
-            grown = cv2.dilate(hole.astype(np.float32), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
+            grown = cv2.dilate(
+                hole.astype(np.float32), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
+            )
             inside = np.maximum(inside, np.clip(grown - hole, 0.0, 1.0) * (np.abs(x) < 1.15))
         # 1. The warped lips (and their dark edges) covered by the skin around them.
         # (The smile's dimples beside the corners go too.)
         ox = np.abs(x)
         dx = np.where(ox > reach, ox - reach, np.where(ox < 1.0, 1.0 - ox, 0.0))
         # (Out there the corners' line is the level; inside the mouth, the lips' middle.)
-        level = np.where(ox > 1.0, 0.0, b_mid)
-        tall = np.where(ox > 1.0, 0.08, 0.06) * iod
+        out_of = ox > 1.0
+        level = np.where(out_of, np.float32(0.0), np.float32(b_mid))
+        tall = np.where(out_of, np.float32(0.08 * iod), np.float32(0.06 * iod))
         corners = np.exp(-0.5 * (dx * width / 2.0 / (0.07 * iod)) ** 2 - 0.5 * ((b - level) / tall) ** 2)
         zone = cv2.dilate(
             np.maximum(
@@ -403,15 +471,11 @@ class MouthLayer:
         region = frame[y0:y1, x0:x1].astype(np.float32)
         keep = 1.0 - zone
         sig = max(0.06 * iod, 2.0)
-        skin = (
-            cv2.GaussianBlur(region * keep[..., None], (0, 0), sig)
-            / np.maximum(cv2.GaussianBlur(keep, (0, 0), sig), 1e-3)[..., None]
-        )
-        rng = np.random.default_rng(11)
-        noise = rng.normal(0.0, 1.0, shape).astype(np.float32)
-        skin += cv2.GaussianBlur(noise, (0, 0), 0.6)[..., None] * 0.6 * self._lip_grain
+        skin = _masked_blur(region, keep, sig)
+        skin_grain, lip_lines, lip_grain = self._lip_noise(shape, iod)
+        skin += skin_grain[..., None] * (0.6 * self._lip_grain)
         z = cv2.GaussianBlur(zone, (0, 0), max(0.02 * iod, 1.0)) * (1.0 - hole) * relax
-        region = region * (1 - z[..., None]) + skin * z[..., None]
+        region = lerp(region, skin, z)
         # The relaxed lower lip stands out over the chin: its shadow under it (lit from above).
         d = (b - b_bot) / iod
         under = np.exp(-0.5 * ((d - 0.035) / 0.025) ** 2) * np.clip((0.85 - np.abs(x)) / 0.3, 0.0, 1.0)
@@ -427,19 +491,17 @@ class MouthLayer:
         shade = shade * (1.0 - 0.35 * line * (0.7 + 0.3 * np.abs(xc)) * (0.4 + 0.6 * closed))
         rgb = self.lip_paint_rgb * shade[..., None]
         # The photo's lip grain, and the fine vertical lines of the lips' skin.
-        lines = cv2.GaussianBlur(np.roll(noise, 7, 0), (0, 0), sigmaX=0.7, sigmaY=max(0.02 * iod, 1.0))
-        rgb = rgb * (1.0 + 0.012 * lines / max(float(lines.std()), 1e-3))[..., None]
-        rgb = rgb + cv2.GaussianBlur(np.roll(noise, 13, 1), (0, 0), 0.6)[..., None] * self._lip_grain
+        rgb = rgb * (1.0 + 0.012 * lip_lines)[..., None]
+        rgb = rgb + lip_grain[..., None] * self._lip_grain
         # Lip colour fades into the skin towards the outer border and the corners (a uniform
         # colour up to a crisp outline looks painted on).
         s_out = np.where(upper, s_up, s_lo)
         tint = np.clip((1.0 - s_out) / 0.3, 0.0, 1.0) ** 0.7 * np.clip((1.0 - np.abs(x)) / 0.3, 0.0, 1.0)
         tint = 0.55 + 0.45 * tint
-        rgb = skin * (1.0 - tint[..., None]) + rgb * tint[..., None]
+        rgb = lerp(skin, rgb.astype(np.float32), tint)
         alpha = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), max(0.018 * iod, 1.0)) * relax
         alpha *= 1.0 - hole
-        m = alpha[..., None]
-        frame[y0:y1, x0:x1] = np.clip(region * (1 - m) + rgb * m, 0, 255).astype(np.uint8)
+        frame[y0:y1, x0:x1] = _to_u8(lerp(region, rgb, alpha))
 
 
 # Tooth boundaries across the mouth (|x|, corner-to-corner in -1..1) and crown lengths (IOD) for
@@ -584,6 +646,7 @@ class EyeLayer:
         self.iris_alpha = np.clip(radius - 0.5 - dist, 0.0, 1.0).astype(np.float32)
         self.src_centre = centre
         self.src_corners = lm[[upper[0], upper[-1]], :2]
+        self._eye_h = max(float(np.linalg.norm(self.src_corners[1] - self.src_corners[0])) * 0.3, 1.0)
         self.src_upper = lm[list(upper), :2]
         self.src_lower = lm[list(lower), :2]
         # Lid skin: the band just above the upper lid; lashes: the darkest pixels along the lid.
@@ -602,7 +665,7 @@ class EyeLayer:
         self.lid_rgb = np.median(pixels[luma >= np.median(luma)], axis=0)
         along = patch[np.clip(np.round(self.src_upper[:, 1] - y0).astype(int), 0, ph - 1),
                       np.clip(np.round(self.src_upper[:, 0] - x0).astype(int), 0, pw - 1)].astype(np.float32)  # fmt: skip
-        self.lash_rgb = np.minimum(along.min(0), self.lid_rgb * 0.45)
+        self.lash_rgb = np.minimum(along.min(0), self.lid_rgb * 0.45).astype(np.float32)
         # Beyond the photo's own lids lies more eyeball, shown when the eyes widen: continue the
         # white there (a little shadowed), not the lid skin the photo has in that place.
         white = inner.astype(bool) & (dist > radius + 1.5)
@@ -629,17 +692,37 @@ class EyeLayer:
         if x1 <= x0 or y1 <= y0:
             return
         origin = np.array([x0, y0], dtype=np.float64)
-        mask = _poly_mask((y1 - y0, x1 - x0), contour, origin)
-        # Landmark contours run along the lid margins: the outermost pixel stays the warped photo's
-        # (its lashes and margin), or the painted ball shows a drawn outline.
-        mask = cv2.GaussianBlur(cv2.erode(mask, np.ones((3, 3), np.uint8)), (0, 0), 0.6)
         # Similarity from the source eye corners to the target ones: the eyeball turns with the head.
         sc = self.src_corners
         tc = lm[[self.upper[0], self.upper[-1]], :2]
         m = _similarity(sc - self.origin, tc - origin)
-        if mask.sum() >= 1.0:
-            self._paint_ball(frame, lm, mask, m, origin, (x0, y0, x1, y1))
+        # An eye that opens no wider and looks where the photo's does is the warped photo's own
+        # (re-synthesized, a small narrowed eye would only lose its lashes and margins).
+        lift, need = self._opening(lm, m, origin)
+        if need > 0.0:
+            mask = _poly_mask((y1 - y0, x1 - x0), contour, origin)
+            # Landmark contours run along the lid margins: the outermost pixel stays the warped
+            # photo's (its lashes and margin), or the painted ball shows a drawn outline.
+            mask = cv2.GaussianBlur(cv2.erode(mask, np.ones((3, 3), np.uint8)), (0, 0), 0.6)
+            if mask.sum() >= 1.0:
+                if need < 1.0:
+                    mask *= np.float32(need)
+                self._paint_ball(frame, lm, mask, m, origin, (x0, y0, x1, y1), lift)
         self._paint_lid(frame, lm, m, origin)
+
+    def _opening(self, lm: np.ndarray, m: np.ndarray, origin: np.ndarray) -> tuple[float, float]:
+        """How far the upper lid lifts off the photo's (in eye heights, 0..1), and how much painted
+        ball the frame needs (0: none, the warped photo's eye; 1 or more: all of it)."""
+        up_t = lm[list(self.upper), :2]
+        up_open = (self.src_upper - self.origin) @ m[:, :2].T + m[:, 2] + origin
+        lift = float(np.clip((up_open[1:-1, 1] - up_t[1:-1, 1]).max() / self._eye_h, 0.0, 1.0))
+        lo_open = (self.src_lower - self.origin) @ m[:, :2].T + m[:, 2] + origin
+        drop = float(
+            np.clip((lm[list(self.lower[1:-1]), 1] - lo_open[1:-1, 1]).max() / self._eye_h, 0.0, 1.0)
+        )
+        tgt_c = lm[self.iris[0], :2] - origin
+        gaze = float(np.linalg.norm(tgt_c - (m[:, :2] @ (self.src_centre - self.origin) + m[:, 2])))
+        return lift, max(lift / 0.15, drop / 0.15, gaze / max(0.3 * self.radius, 0.5))
 
     def _paint_ball(
         self,
@@ -649,6 +732,7 @@ class EyeLayer:
         m: np.ndarray,
         origin: np.ndarray,
         box: tuple[int, int, int, int],
+        lift: float,
     ) -> None:
         x0, y0, x1, y1 = box
         size = (x1 - x0, y1 - y0)
@@ -665,31 +749,19 @@ class EyeLayer:
         # A widened eye: the newly bared white is shaded towards the lids (the ball is round, the
         # lids cast shadow) and the upper lid keeps a lash line.
         up_t = lm[list(self.upper), :2]
-        up_open = (self.src_upper - self.origin) @ m[:, :2].T + m[:, 2] + origin
-        eye_h = max(float(np.linalg.norm(self.src_corners[1] - self.src_corners[0])) * 0.3, 1.0)
-        lift = float(np.clip((up_open[1:-1, 1] - up_t[1:-1, 1]).max() / eye_h, 0.0, 1.0))
-        lo_open = (self.src_lower - self.origin) @ m[:, :2].T + m[:, 2] + origin
-        drop = float(np.clip((lm[list(self.lower[1:-1]), 1] - lo_open[1:-1, 1]).max() / eye_h, 0.0, 1.0))
-        gaze = float(np.linalg.norm(tgt_c - (m[:, :2] @ (self.src_centre - self.origin) + m[:, 2])))
-        # An eye that opens no wider and looks where the photo's does is the warped photo's own
-        # (re-synthesized, a small narrowed eye would only lose its lashes and margins).
-        need = max(lift / 0.15, drop / 0.15, gaze / max(0.3 * self.radius, 0.5))
-        if need < 1.0:
-            mask = mask * np.float32(max(need, 0.0))
+        eye_h = self._eye_h
         if lift > 0.05:
             k = min(1.0, (lift - 0.05) / 0.3)
             # The upper lid and its lashes shade the ball's top; the lower lid barely does (a
             # ring of shade all round reads as a drawn outline).
             order = np.argsort(up_t[:, 0])
             lid_y = np.interp(np.arange(x0, x1, dtype=np.float64), up_t[order, 0], up_t[order, 1])
-            below = np.arange(y0, y1, dtype=np.float64)[:, None] - lid_y[None, :]
+            below = np.arange(y0, y1, dtype=np.float32)[:, None] - lid_y.astype(np.float32)[None, :]
             shade = np.exp(-np.clip(below, 0.0, None) / max(0.15 * eye_h, 0.8))
             rim = cv2.GaussianBlur(mask, (0, 0), max(0.15 * eye_h, 0.8))
             sclera *= (1.0 - k * (0.15 * shade + 0.06 * (1.0 - rim)))[..., None].astype(np.float32)
-        eye = sclera * (1 - ia) + iris * ia
-        region = frame[y0:y1, x0:x1].astype(np.float32)
-        mm = mask[..., None]
-        out = region * (1 - mm) + eye * mm
+        eye = lerp(sclera, iris, ia[..., 0])
+        out = lerp(frame[y0:y1, x0:x1].astype(np.float32), eye, mask)
         if lift > 0.05:
             lash = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
             pts = np.round((up_t[1:-1] - origin) * (1 << _SHIFT)).astype(np.int32)
@@ -703,7 +775,7 @@ class EyeLayer:
         up_t = lm[list(self.upper), :2]
         up_open = (self.src_upper - self.origin) @ m[:, :2].T + m[:, 2] + origin  # lid where the photo has it
         drop = up_t[:, 1] - up_open[:, 1]
-        eye_h = max(float(np.linalg.norm(self.src_corners[1] - self.src_corners[0])) * 0.3, 1.0)
+        eye_h = self._eye_h
         closure = float(np.clip(drop[1:-1].max() / eye_h, 0.0, 1.0))
         if closure < 0.15:
             return
@@ -723,7 +795,8 @@ class EyeLayer:
         region = frame[y0:y1, x0:x1].astype(np.float32)
         # Keep a little of the warped texture for grain; the lid darkens towards its rim.
         yy = np.arange(y0, y1, dtype=np.float32)[:, None]
-        rim = np.clip((yy - np.interp(np.arange(x0, x1), edge[:, 0], edge[:, 1])[None, :] + 0.3 * eye_h)
+        lid_edge = np.interp(np.arange(x0, x1), edge[:, 0], edge[:, 1]).astype(np.float32)
+        rim = np.clip((yy - lid_edge[None, :] + 0.3 * eye_h)
                       / (0.3 * eye_h), 0.0, 1.0)  # fmt: skip
         lid = self.lid_rgb * (1.0 - 0.18 * rim)[..., None]
         a = (mask * min(1.0, (closure - 0.15) / 0.35) * 0.85)[..., None]
@@ -732,12 +805,11 @@ class EyeLayer:
         # Lashes along the lid's edge.
         pts = np.round(edge * (1 << _SHIFT)).astype(np.int32)
         thick = max(int(round(0.12 * eye_h)), 1)
-        lash = frame.copy()
+        pts -= np.array([x0, y0], dtype=np.int32) << _SHIFT  # drawn into the lid's box only
+        lash = frame[y0:y1, x0:x1].copy()
         cv2.polylines(lash, [pts], False, [float(c) for c in self.lash_rgb], thick, cv2.LINE_AA, _SHIFT)
         k = min(1.0, closure)
-        frame[y0:y1, x0:x1] = (frame[y0:y1, x0:x1] * (1 - 0.8 * k) + lash[y0:y1, x0:x1] * 0.8 * k).astype(
-            np.uint8
-        )
+        frame[y0:y1, x0:x1] = (frame[y0:y1, x0:x1] * (1 - 0.8 * k) + lash * 0.8 * k).astype(np.uint8)
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

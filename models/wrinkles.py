@@ -32,6 +32,7 @@ from models.rig import (
     LOWER_OUTER_LIP,
     UPPER_OUTER_LIP,
 )
+from models.texture import lerp
 
 __all__ = ["WRINKLE_DRIVERS", "WrinkleLayer", "skin_colour", "skin_mask"]
 
@@ -190,7 +191,9 @@ class WrinkleLayer:
         )
         # (Thin dark lines closed first and clipped tight: a fold's crease is no grain.)
         c = max(int(round(0.02 * fr.iod)), 1)
-        luma_c = cv2.morphologyEx(luma, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * c + 1,) * 2))
+        luma_c = cv2.morphologyEx(
+            luma, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * c + 1,) * 2)
+        )
         grain = luma_c / cv2.GaussianBlur(luma_c, (0, 0), max(0.012 * fr.iod, 0.8))
         self._flat = (wide / sk[..., None]) * grain.clip(0.93, 1.07)[..., None]
         # Where it fades: the skin with its small dark holes (the smile's own deepest folds) filled.
@@ -213,7 +216,9 @@ class WrinkleLayer:
             # Along the fold from the corner a third of the way up to the nose wing.
             p0 = lm[corner, :2]
             seg = (lm[ala, :2] - p0) / 3.0
-            t = np.clip(((gx - p0[0]) * seg[0] + (gy - p0[1]) * seg[1]) / max(float(seg @ seg), 1e-6), 0.0, 1.0)
+            t = np.clip(
+                ((gx - p0[0]) * seg[0] + (gy - p0[1]) * seg[1]) / max(float(seg @ seg), 1e-6), 0.0, 1.0
+            )
             d2 = ((gx - p0[0] - t * seg[0]) ** 2 + (gy - p0[1] - t * seg[1]) ** 2) / (0.06 * fr.iod) ** 2
             wedge = np.maximum(wedge, np.exp(-0.5 * d2).astype(np.float32))
         # A fold too dark for any skin test beside the lips is a notch in the mask open to the
@@ -254,6 +259,14 @@ class WrinkleLayer:
                     relax_only=name in _RELAX_ONLY,
                 )
             )
+        # The creases' drivers stacked, for one matrix product a frame (_weights).
+        self._drivers = (
+            np.stack([c.drivers for c in self.creases])
+            if self.creases
+            else np.zeros((0, len(BLENDSHAPE_NAMES)))
+        )
+        self._photo_w = np.array([c.photo_weight for c in self.creases])
+        self._relax_only = np.array([c.relax_only for c in self.creases], dtype=bool)
 
     def weights(self, exp: np.ndarray) -> dict[str, tuple[float, float]]:
         """Per crease group: (synthesized groove weight in [0, 1], own-shading weight in [-1, 1]).
@@ -262,75 +275,112 @@ class WrinkleLayer:
         deepened only by what the frame adds, and relaxing it smooths the photo's own crease away
         twice as fast as it came (a half-relaxed smile already loses most of its fold).
         """
-        exp = np.asarray(exp, dtype=np.float64)
-        out = {}
-        for c in self.creases:
-            d = float(np.clip(c.drivers @ exp, 0.0, 1.0)) - c.photo_weight
-            if c.relax_only:
-                d = min(d, 0.0)
-            # Relaxing is relative to what the photo shows: a frame with none of the photo's smile
-            # smooths its whole fold, however small the fitted weight that explains it.
-            own = d * _OWN_GAIN if d > 0.0 else 2.0 * d / max(c.photo_weight, 0.5)
-            out[c.name] = (max(d, 0.0), float(np.clip(own, -1.0, 1.0)))
-        return out
+        synth, own = self._weights(exp)
+        return {c.name: (float(s), float(o)) for c, s, o in zip(self.creases, synth, own, strict=True)}
+
+    def _weights(self, exp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """weights() as two arrays in crease order (one matrix product: this runs every frame)."""
+        d = np.clip(self._drivers @ np.asarray(exp, dtype=np.float64), 0.0, 1.0) - self._photo_w
+        d = np.where(self._relax_only, np.minimum(d, 0.0), d)
+        # Relaxing is relative to what the photo shows: a frame with none of the photo's smile
+        # smooths its whole fold, however small the fitted weight that explains it.
+        own = np.where(d > 0.0, d * _OWN_GAIN, 2.0 * d / np.maximum(self._photo_w, 0.5))
+        return np.maximum(d, 0.0), np.clip(own, -1.0, 1.0)
 
     def gain(self, exp: np.ndarray) -> np.ndarray | None:
         """Luminance gain minus one over the face box, (h, w) float32; None when no crease deepens."""
-        x0, y0, x1, y1 = self.box
-        field = None
-        weights = self.weights(exp)
-        for c in self.creases:
-            w_synth, w_own = weights[c.name]
-            if w_synth < _MIN_WEIGHT and w_own < _MIN_WEIGHT:
-                continue
-            if field is None:
-                field = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
-            cx0, cy0, cx1, cy1 = c.box
-            sub = field[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
-            if w_synth >= _MIN_WEIGHT:
-                sub += np.float32(w_synth) * c.synth
-            if w_own >= _MIN_WEIGHT:
-                sub += np.float32(w_own) * c.own
-        return field
+        return self._full_box(self._gain(self._weights(exp)))
 
     def relax(self, exp: np.ndarray, flatten: bool = False) -> np.ndarray | None:
         """How far each pixel of the face box fades to the smoothed photo, (h, w) float32 in [0, 1]:
         the photo's own creases that this frame relaxes; None when it relaxes none. With
         ``flatten``, how far it fades to the flattened skin instead: the cheeks of a relaxed smile."""
-        x0, y0, x1, y1 = self.box
-        field = None
-        weights = self.weights(exp)
-        for c in self.creases:
-            w_own = weights[c.name][1]
-            if w_own > -_MIN_WEIGHT or c.relax_only != flatten:
-                continue
-            if field is None:
-                field = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
-            cx0, cy0, cx1, cy1 = c.box
-            field[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] += np.float32(-w_own) * c.fold
-        return None if field is None else np.minimum(field, 1.0)
+        return self._full_box(self._relax(self._weights(exp), flatten))
 
     def apply(self, exp: np.ndarray) -> np.ndarray:
         """The source photo with this frame's creases shaded in (the photo itself when none are on)."""
-        exp = np.asarray(exp, dtype=np.float64)
-        field = self.gain(exp)
-        fade = self.relax(exp)
-        flat = self.relax(exp, flatten=True)
-        if field is None and fade is None and flat is None:
+        w = self._weights(exp)
+        parts = [self._relax(w, False), self._relax(w, True), self._gain(w)]
+        boxes = [part[1] for part in parts if part is not None]
+        if not boxes:
             return self.image
-        x0, y0, x1, y1 = self.box
+        # Only the pixels some active crease covers are touched (a frame moves a few groups).
+        box = _union(boxes)
+        x0, y0, x1, y1 = box
+        fx0, fy0 = self.box[:2]
+        rows, cols = slice(y0 - fy0, y1 - fy0), slice(x0 - fx0, x1 - fx0)
+        fade, flat, field = (None if part is None else _crop(part, box) for part in parts)
         out = self.image.copy()
         patch = self.image[y0:y1, x0:x1].astype(np.float32)
         if fade is not None:
             # A relaxed crease fades into the skin around it (its colour too: brightening a fold's
             # shadow by a gain leaves a saturated streak).
-            patch += fade[..., None] * (self._smooth - patch)
+            patch = lerp(patch, self._smooth[rows, cols], fade)
         if flat is not None:
-            patch += flat[..., None] * (self._flat - patch)
+            patch = lerp(patch, self._flat[rows, cols], flat)
         if field is not None:
             patch *= np.clip(1.0 + field, 0.4, 1.6)[..., None]
         out[y0:y1, x0:x1] = np.clip(patch, 0, 255).astype(np.uint8)
         return out
+
+    def _gain(self, weights: tuple[np.ndarray, np.ndarray]) -> _Field | None:
+        synth, own = weights
+        terms = []
+        for c, w_synth, w_own in zip(self.creases, synth, own, strict=True):
+            if w_synth >= _MIN_WEIGHT:
+                terms.append((c.box, np.float32(w_synth), c.synth))
+            if w_own >= _MIN_WEIGHT:
+                terms.append((c.box, np.float32(w_own), c.own))
+        return _sum_fields(terms)
+
+    def _relax(self, weights: tuple[np.ndarray, np.ndarray], flatten: bool) -> _Field | None:
+        terms = [
+            (c.box, np.float32(-w_own), c.fold)
+            for c, w_own in zip(self.creases, weights[1], strict=True)
+            if w_own <= -_MIN_WEIGHT and c.relax_only == flatten
+        ]
+        field = _sum_fields(terms)
+        return None if field is None else (np.minimum(field[0], 1.0), field[1])
+
+    def _full_box(self, field: _Field | None) -> np.ndarray | None:
+        return None if field is None else _crop(field, self.box)
+
+
+# A field: its values (h, w) float32 over its box (x0, y0, x1, y1) in image pixels.
+_Box = tuple[int, int, int, int]
+_Field = tuple[np.ndarray, _Box]
+
+
+def _union(boxes: list[_Box]) -> _Box:
+    return (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+
+
+def _crop(field: _Field, box: _Box) -> np.ndarray:
+    """A field's values over box (which holds the field's own box), zero outside it."""
+    values, (fx0, fy0, fx1, fy1) = field
+    if (fx0, fy0, fx1, fy1) == box:
+        return values
+    x0, y0, x1, y1 = box
+    out = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
+    out[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0] = values
+    return out
+
+
+def _sum_fields(terms: list[tuple[_Box, np.float32, np.ndarray]]) -> _Field | None:
+    """Sum of weighted crease fields (box, weight, values) over the union of their boxes."""
+    if not terms:
+        return None
+    box = _union([t[0] for t in terms])
+    x0, y0, x1, y1 = box
+    field = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
+    for (cx0, cy0, cx1, cy1), w, values in terms:
+        field[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] += w * values
+    return field, box
 
 
 def _fold(name: str, region: np.ndarray, fold_skin: np.ndarray, own: np.ndarray) -> np.ndarray:
