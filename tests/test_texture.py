@@ -30,7 +30,7 @@ from models.rig import (
     Rig,
     emotion_coefficients,
 )
-from models.texture import GlassesLayer
+from models.texture import GlassesLayer, lerp
 from models.wrinkles import WrinkleLayer
 from tests.conftest import ASSETS, ROOT
 
@@ -368,14 +368,18 @@ def test_brows_that_meet_are_no_glasses(portrait: Photo) -> None:
         cv2.line(band, tuple(map(int, a)), tuple(map(int, b)), 255, max(int(0.12 * iod), 3))
     # A unibrow, thick enough to reach well down the bridge strip.
     y = int(max(lm[55, 1], lm[285, 1]))
-    cv2.rectangle(band, (int(lm[55, 0]), y - int(0.08 * iod)), (int(lm[285, 0]), y + int(0.09 * iod)), 255, -1)
+    cv2.rectangle(
+        band, (int(lm[55, 0]), y - int(0.08 * iod)), (int(lm[285, 0]), y + int(0.09 * iod)), 255, -1
+    )
     img[band > 0] = dark[band > 0]
     assert GlassesLayer.detect(img, lm) is None
     # The same dark paint as a bar lower down, with rims round the eyes, is frames.
     frames = portrait.image.copy()
     ring = np.zeros(img.shape[:2], np.uint8)
     for c in (lm[IRIS_LEFT[0], :2], lm[468, :2]):
-        cv2.ellipse(ring, (tuple(map(int, c)), (int(0.8 * iod), int(0.5 * iod)), 0.0), 255, max(int(0.05 * iod), 2))
+        cv2.ellipse(
+            ring, (tuple(map(int, c)), (int(0.8 * iod), int(0.5 * iod)), 0.0), 255, max(int(0.05 * iod), 2)
+        )
     cv2.line(ring, tuple(map(int, lm[133, :2])), tuple(map(int, lm[362, :2])), 255, max(int(0.05 * iod), 2))
     frames[ring > 0] = (frames.astype(np.float32) * 0.2).astype(np.uint8)[ring > 0]
     assert GlassesLayer.detect(frames, lm) is not None
@@ -477,3 +481,44 @@ def test_the_photo_s_teeth_end_where_its_mouth_closes(portrait: Photo) -> None:
     corners = np.concatenate([alpha[:, :edge], alpha[:, -edge:]], axis=1)
     # Deep teeth in the middle, next to none at the corners (where the lips meet).
     assert float((middle > 0.5).sum(0).mean()) > 4.0 * max(float((corners > 0.5).sum(0).mean()), 1.0)
+
+
+def test_lerp_is_the_per_pixel_blend() -> None:
+    rng = np.random.default_rng(0)
+    a, b = (rng.uniform(0, 255, (37, 53, 3)).astype(np.float32) for _ in range(2))
+    t = rng.uniform(0, 1, (37, 53)).astype(np.float32)
+    t[:5] = 0.0
+    t[-5:] = 1.0
+    ref = a * (1 - t[..., None]) + b * t[..., None]
+    assert np.abs(lerp(a, b, t) - ref).max() < 0.01
+    # uint8 rounds; views into a frame (not contiguous) blend the same
+    frame = a.astype(np.uint8)
+    out = lerp(frame[2:30, 3:40], b.astype(np.uint8)[2:30, 3:40], t[2:30, 3:40])
+    assert out.dtype == np.uint8
+    want = (
+        frame[2:30, 3:40] * (1 - t[2:30, 3:40, None]) + b.astype(np.uint8)[2:30, 3:40] * t[2:30, 3:40, None]
+    )
+    assert np.abs(out - want).max() <= 0.51  # rounded (float32 weights)
+
+
+def test_wrinkles_shade_only_the_creases_a_frame_moves(portrait: Photo) -> None:
+    """apply() works over the box of the active creases only: the result is the whole-face-box
+    formula (relaxed folds faded to the smoothed and flattened skin, then the gain) exactly."""
+    wl = portrait.full.wrinkles
+    assert wl is not None
+    x0, y0, x1, y1 = wl.box
+    for emotion in ("neutral", "happy", "surprised", "disgusted"):
+        exp = emotion_coefficients(emotion, 1.0).astype(np.float64)
+        patch = wl.image[y0:y1, x0:x1].astype(np.float32)
+        fade, flat, gain = wl.relax(exp), wl.relax(exp, flatten=True), wl.gain(exp)
+        if fade is not None:
+            patch += fade[..., None] * (wl._smooth - patch)
+        if flat is not None:
+            patch += flat[..., None] * (wl._flat - patch)
+        if gain is not None:
+            patch *= np.clip(1.0 + gain, 0.4, 1.6)[..., None]
+        want = wl.image.copy()
+        want[y0:y1, x0:x1] = np.clip(patch, 0, 255).astype(np.uint8)
+        got = wl.apply(exp)
+        assert np.abs(got.astype(int) - want).max() <= 1, emotion
+        assert (got != wl.image).any() == (fade is not None or flat is not None or gain is not None)
