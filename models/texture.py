@@ -69,10 +69,6 @@ def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return cv2.blendLinear(a, b, 1.0 - t, t)
 
 
-def _to_u8(image: np.ndarray) -> np.ndarray:
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
 def _masked_blur(image: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of a float32 (h, w, 3) image averaging only where weight (h, w) is on: holes
     fill from around them. Wide blurs run at half resolution (the result is smooth anyway)."""
@@ -161,8 +157,8 @@ class MouthLayer:
         # Colours painted every frame, in float32 like the per-pixel fields they tint.
         self.cavity_lit_rgb = self.lip_rgb * np.array([0.6, 0.42, 0.42])  # a narrow gap's shadow
         self.lips_shut_rgb = self.lip_rgb * np.array([0.78, 0.66, 0.66])  # a barely parted mouth
-        for name in ("lip_rgb", "lip_lit_rgb", "cavity_rgb", "tongue_rgb", "gum_rgb", "lip_paint_rgb", "cavity_lit_rgb",
-                     "lips_shut_rgb"):  # fmt: skip
+        painted = ("lip_rgb", "lip_lit_rgb", "cavity_rgb", "tongue_rgb", "gum_rgb", "lip_paint_rgb")
+        for name in (*painted, "cavity_lit_rgb", "lips_shut_rgb"):
             setattr(self, name, np.asarray(getattr(self, name), dtype=np.float32))
 
     # -- textures -------------------------------------------------------------------------
@@ -318,7 +314,7 @@ class MouthLayer:
         out = out * vis + self.lips_shut_rgb * (1 - vis)
         # Painted texture is crisper than a photo: soften it to the photo's own blur.
         out = cv2.GaussianBlur(out.astype(np.float32), (0, 0), max(0.006 * iod, 0.5))
-        frame[y0:y1, x0:x1] = lerp(frame[y0:y1, x0:x1], _to_u8(out), mask)
+        frame[y0:y1, x0:x1] = lerp(frame[y0:y1, x0:x1], np.clip(out, 0, 255).astype(np.uint8), mask)
 
     def _paint_seam(self, frame: np.ndarray, up: np.ndarray, lo: np.ndarray, iod: float) -> None:
         """Where the lips (nearly) meet, a soft anti-aliased seam in the lips' shadow colour hides
@@ -501,7 +497,7 @@ class MouthLayer:
         rgb = lerp(skin, rgb.astype(np.float32), tint)
         alpha = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), max(0.018 * iod, 1.0)) * relax
         alpha *= 1.0 - hole
-        frame[y0:y1, x0:x1] = _to_u8(lerp(region, rgb, alpha))
+        frame[y0:y1, x0:x1] = np.clip(lerp(region, rgb, alpha), 0, 255).astype(np.uint8)
 
 
 # Tooth boundaries across the mouth (|x|, corner-to-corner in -1..1) and crown lengths (IOD) for
