@@ -659,6 +659,12 @@ class EyeLayer:
         )
         luma = pixels @ np.array([0.299, 0.587, 0.114])
         self.lid_rgb = np.median(pixels[luma >= np.median(luma)], axis=0)
+        # The skin's own grain there (what a fill must carry not to look painted).
+        grey = cv2.cvtColor(np.ascontiguousarray(region), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        fine = (grey - cv2.GaussianBlur(grey, (0, 0), 1.0))[skin] if skin.sum() >= 5 else np.zeros(1)
+        # (robust: a brow hair or a frame's edge in the band is no grain)
+        self._grain_std = float(np.clip(1.4826 * np.median(np.abs(fine)), 0.5, 6.0))
+        self._noise: np.ndarray | None = None
         along = patch[np.clip(np.round(self.src_upper[:, 1] - y0).astype(int), 0, ph - 1),
                       np.clip(np.round(self.src_upper[:, 0] - x0).astype(int), 0, pw - 1)].astype(np.float32)  # fmt: skip
         self.lash_rgb = np.minimum(along.min(0), self.lid_rgb * 0.45).astype(np.float32)
@@ -767,7 +773,11 @@ class EyeLayer:
         frame[y0:y1, x0:x1] = np.clip(out, 0, 255).astype(np.uint8)
 
     def _paint_lid(self, frame: np.ndarray, lm: np.ndarray, m: np.ndarray, origin: np.ndarray) -> None:
-        """Where the upper lid came down, paint smooth lid skin over the stretched warp and a lash line."""
+        """Where the upper lid came down, paint lid skin over the stretched warp and a lash line.
+
+        The lid grows out of the skin just above it (its colour, column by column, so no outline
+        shows where it starts), darkens towards the margin where it turns under, and carries the
+        photo's skin grain (a flat fill reads as painted on)."""
         up_t = lm[list(self.upper), :2]
         up_open = (self.src_upper - self.origin) @ m[:, :2].T + m[:, 2] + origin  # lid where the photo has it
         drop = up_t[:, 1] - up_open[:, 1]
@@ -775,7 +785,7 @@ class EyeLayer:
         closure = float(np.clip(drop[1:-1].max() / eye_h, 0.0, 1.0))
         if closure < 0.15:
             return
-        top = up_open - [0.0, 0.25 * eye_h]
+        top = up_open - [0.0, 0.4 * eye_h]
         # A (nearly) closed eye: the lid reaches down to the lower lid, covering the sliver of white
         # the warp leaves between them, and the lashes lie along the line where the lids meet.
         lo_t = lm[list(self.lower), :2]
@@ -783,21 +793,32 @@ class EyeLayer:
         edge = up_t.copy()
         edge[:, 1] += np.clip(lo_t[:, 1] - up_t[:, 1], 0.0, None) * shut
         poly = np.concatenate([top, (edge + [0.0, (0.6 + 0.12 * eye_h) * shut])[::-1]])
-        x0, y0, x1, y1 = _box(poly, 3, frame.shape[1], frame.shape[0])
+        h, w = frame.shape[:2]
+        x0, y0, x1, y1 = _box(poly, 3, w, h)
         if x1 <= x0 or y1 <= y0:
             return
         o = np.array([x0, y0], dtype=np.float64)
-        mask = cv2.GaussianBlur(_poly_mask((y1 - y0, x1 - x0), poly, o), (0, 0), max(0.08 * eye_h, 0.6))
+        mask = cv2.GaussianBlur(_poly_mask((y1 - y0, x1 - x0), poly, o), (0, 0), max(0.15 * eye_h, 0.6))
         region = frame[y0:y1, x0:x1].astype(np.float32)
-        # Keep a little of the warped texture for grain; the lid darkens towards its rim.
+        xs = np.arange(x0, x1, dtype=np.float64)
+        order = np.argsort(edge[:, 0])  # (one eye's chain runs right to left)
+        lid_edge = np.interp(xs, edge[order, 0], edge[order, 1]).astype(np.float32)
+        top_y = np.interp(xs, top[order, 0], top[order, 1]).astype(np.float32)
+        # The skin just above the lid, a few rows per column (the lid takes the shade of its socket).
+        rows = top_y[None, :] - np.float32(eye_h) * np.array([[0.05], [0.15], [0.25]], dtype=np.float32)
+        sy = np.clip(np.round(rows).astype(int), 0, h - 1)
+        above = frame[sy, np.broadcast_to(np.arange(x0, x1), sy.shape)].astype(np.float32)
+        above = np.median(above, axis=0)
+        above = cv2.GaussianBlur(above[None], (0, 0), sigmaX=max(0.5 * eye_h, 1.0), sigmaY=0.1)[0]
+        # (never far off the photo's own lid skin: hair or a frame above must not tint it)
+        base = 0.8 * above + 0.2 * self.lid_rgb
+        # Shading: as lit as the skin above at the top, darker where the lid turns under.
         yy = np.arange(y0, y1, dtype=np.float32)[:, None]
-        lid_edge = np.interp(np.arange(x0, x1), edge[:, 0], edge[:, 1]).astype(np.float32)
-        rim = np.clip((yy - lid_edge[None, :] + 0.3 * eye_h)
-                      / (0.3 * eye_h), 0.0, 1.0)  # fmt: skip
-        lid = self.lid_rgb * (1.0 - 0.18 * rim)[..., None]
-        a = (mask * min(1.0, (closure - 0.15) / 0.35) * 0.85)[..., None]
-        out = region * (1 - a) + (0.75 * lid + 0.25 * region) * a
-        frame[y0:y1, x0:x1] = np.clip(out, 0, 255).astype(np.uint8)
+        t = np.clip((yy - top_y[None, :]) / np.maximum(lid_edge - top_y, 1.0)[None, :], 0.0, 1.0)
+        lid = base[None, :, :] * (1.0 - 0.2 * t * t)[..., None]
+        lid += (self._grain((y1 - y0, x1 - x0)) * self._grain_std)[..., None]
+        a = mask * np.float32(min(1.0, (closure - 0.15) / 0.35) * 0.9)
+        frame[y0:y1, x0:x1] = np.clip(lerp(region, lid.astype(np.float32), a), 0, 255).astype(np.uint8)
         # Lashes along the lid's edge.
         pts = np.round(edge * (1 << _SHIFT)).astype(np.int32)
         thick = max(int(round(0.12 * eye_h)), 1)
@@ -806,6 +827,18 @@ class EyeLayer:
         cv2.polylines(lash, [pts], False, [float(c) for c in self.lash_rgb], thick, cv2.LINE_AA, _SHIFT)
         k = min(1.0, closure)
         frame[y0:y1, x0:x1] = (frame[y0:y1, x0:x1] * (1 - 0.8 * k) + lash * 0.8 * k).astype(np.uint8)
+
+    def _grain(self, shape: tuple[int, int]) -> np.ndarray:
+        """Fine grain (h, w) float32 for painted lid skin, of unit std above a 1-pixel blur (as the
+        photo's grain is measured), made once and cut to size."""
+        have = (0, 0) if self._noise is None else self._noise.shape
+        if have[0] < shape[0] or have[1] < shape[1]:
+            size = (max(shape[0], have[0]) + 16, max(shape[1], have[1]) + 16)
+            noise = np.random.default_rng(7).normal(0.0, 1.0, size).astype(np.float32)
+            noise = cv2.GaussianBlur(noise, (0, 0), 0.7)
+            fine = noise - cv2.GaussianBlur(noise, (0, 0), 1.0)
+            self._noise = noise / max(float(fine.std()), 1e-3)
+        return self._noise[: shape[0], : shape[1]]
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

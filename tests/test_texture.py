@@ -337,6 +337,36 @@ def test_an_eye_as_the_photo_has_it_is_the_photo_s_own(portrait: Photo) -> None:
     assert np.abs(portrait.full.render(wide).astype(int) - bare.render(wide).astype(int)).max() > 40
 
 
+def test_a_closed_lid_is_skin_with_its_grain_darker_where_it_turns_under(
+    portrait: Photo, grace: Photo
+) -> None:
+    """A blink paints lid skin over the eye. It must carry the grain of the skin around the eye (a
+    flat fill reads as painted on) and darken towards the lashes, on both eyes (one eye's lid chain
+    runs right to left)."""
+    e = _exp(eyeBlinkLeft=1.0, eyeBlinkRight=1.0)
+    for photo in (portrait, grace):
+        frame = photo.full.render(e)
+        opened = photo.full.rig.landmarks(np.zeros(len(BLENDSHAPE_NAMES)), np.zeros(6))
+        shut = photo.full.rig.landmarks(e, np.zeros(6))
+        luma = _luma(frame)
+        fine = luma - cv2.GaussianBlur(luma, (0, 0), 1.0)
+        photo_fine = _luma(photo.image) - cv2.GaussianBlur(_luma(photo.image), (0, 0), 1.0)
+        for lid, corners in ((159, (33, 133)), (386, (263, 362))):
+            x0, x1 = sorted(opened[list(corners), 0])
+            cols = slice(int(x0 + 0.25 * (x1 - x0)), int(x1 - 0.25 * (x1 - x0)))
+            top, edge = float(opened[lid, 1]), float(shut[lid, 1])
+            assert edge - top > 5.0, "the eye must close for this test"
+            upper = luma[int(top) : int(top + 0.4 * (edge - top)), cols]
+            lower = luma[int(edge - 0.35 * (edge - top)) : int(edge - 0.1 * (edge - top)), cols]
+            assert lower.mean() < upper.mean() - 5.0
+            if photo is grace:
+                continue  # (her frames cross the band above the eyes)
+            # The skin's grain: the band of the photo between the brow and the eye.
+            band = photo_fine[int(top - 0.1 * _iod(opened)) : int(top - 0.03 * _iod(opened)), cols]
+            skin_grain = 1.4826 * float(np.median(np.abs(band)))
+            assert fine[int(top) : int(edge - 0.2 * (edge - top)), cols].std() > 0.5 * skin_grain
+
+
 def test_glasses_frames_stay_put_under_every_emotion(grace: Photo, portrait: Photo) -> None:
     assert GlassesLayer.detect(portrait.image, portrait.landmarks) is None
     glasses = grace.full.glasses
