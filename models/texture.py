@@ -129,6 +129,12 @@ class MouthLayer:
         self.cavity_rgb = lip_rgb * np.array([0.3, 0.14, 0.13])
         self.tongue_rgb = np.clip(lip_rgb * np.array([0.85, 0.5, 0.52]), 0, 255)
         self.gum_rgb = np.clip(lip_rgb * np.array([1.0, 0.72, 0.72]) + np.array([12.0, 0.0, 0.0]), 0, 255)
+        # A black-and-white (or faded) photo gets a mouth of its own colourlessness: the painted
+        # colours keep their brightness and lose their tint as far as the photo's lips have none.
+        lit = self.lip_lit_rgb
+        self._colour = float(np.clip((lit.max() - lit.min()) / max(float(lit.max()), 1.0) / 0.2, 0.0, 1.0))
+        for name in ("teeth_rgb", "cavity_rgb", "tongue_rgb", "gum_rgb"):
+            setattr(self, name, self._tint(getattr(self, name)))
         gap = (lm[list(LOWER_INNER_LIP[1:-1]), 1] - lm[list(UPPER_INNER_LIP[1:-1]), 1]).max() / iod
         self.uses_photo_teeth = bool(gap > 0.06)
         self._photo_smile = float(np.asarray(photo_exp, dtype=np.float64)[_SMILE].mean())
@@ -155,11 +161,19 @@ class MouthLayer:
         for tex in (self.upper_tex, self.lower_tex):
             tex[..., :3] *= tex[..., 3:]
         # Colours painted every frame, in float32 like the per-pixel fields they tint.
-        self.cavity_lit_rgb = self.lip_rgb * np.array([0.6, 0.42, 0.42])  # a narrow gap's shadow
-        self.lips_shut_rgb = self.lip_rgb * np.array([0.78, 0.66, 0.66])  # a barely parted mouth
+        self.cavity_lit_rgb = self._tint(self.lip_rgb * np.array([0.6, 0.42, 0.42]))  # a narrow gap's shadow
+        self.lips_shut_rgb = self._tint(self.lip_rgb * np.array([0.78, 0.66, 0.66]))  # a barely parted mouth
         painted = ("lip_rgb", "lip_lit_rgb", "cavity_rgb", "tongue_rgb", "gum_rgb", "lip_paint_rgb")
         for name in (*painted, "cavity_lit_rgb", "lips_shut_rgb"):
             setattr(self, name, np.asarray(getattr(self, name), dtype=np.float32))
+
+    def _tint(self, rgb: np.ndarray) -> np.ndarray:
+        """A painted colour with as much tint as the photo has (none for a black-and-white one)."""
+        rgb = np.asarray(rgb, dtype=np.float64)
+        if self._colour >= 1.0:
+            return rgb
+        grey = float(rgb @ np.array([0.299, 0.587, 0.114]))
+        return grey + self._colour * (rgb - grey)
 
     # -- textures -------------------------------------------------------------------------
     def _synth_textures(self) -> tuple[np.ndarray, np.ndarray]:

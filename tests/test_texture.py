@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import NamedTuple
 
 import cv2
@@ -365,6 +366,31 @@ def test_a_closed_lid_is_skin_with_its_grain_darker_where_it_turns_under(
             band = photo_fine[int(top - 0.1 * _iod(opened)) : int(top - 0.03 * _iod(opened)), cols]
             skin_grain = 1.4826 * float(np.median(np.abs(band)))
             assert fine[int(top) : int(edge - 0.2 * (edge - top)), cols].std() > 0.5 * skin_grain
+
+
+def test_a_black_and_white_photo_gets_a_colourless_mouth(grace: Photo, tmp_path: Path) -> None:
+    """Teeth, tongue, gums and throat are painted in the photo's own colour: none for a black-and-
+    white photo (cream teeth in a red throat once showed in a grey face)."""
+    cv2.imwrite(str(tmp_path / "grey.png"), cv2.cvtColor(grace.image, cv2.COLOR_RGB2GRAY))
+    src = load_portrait(tmp_path / "grey.png")
+    warp = MeshWarp(src.image, src.landmarks)
+    for emotion in ("happy", "surprised", "fear", "disgusted"):
+        e = emotion_coefficients(emotion, 1.0)
+        frame = warp.render(e).astype(int)
+        lm = warp.rig.landmarks(e, np.zeros(6))
+        inner = np.concatenate([lm[list(UPPER_INNER_LIP), :2], lm[list(LOWER_INNER_LIP[::-1]), :2]])
+        mouth = np.zeros(frame.shape[:2], dtype=np.uint8)
+        cv2.fillPoly(mouth, [np.round(inner).astype(np.int32)], 1)
+        assert mouth.sum() > 100, emotion
+        spread = frame.max(2) - frame.min(2)
+        assert spread[mouth > 0].max() <= 3, emotion
+    # ...while a colour photo keeps its warm throat and teeth.
+    e = emotion_coefficients("surprised", 1.0)
+    frame = grace.full.render(e).astype(int)
+    lm = grace.full.rig.landmarks(e, np.zeros(6))
+    centre = np.round(lm[[13, 14], :2].mean(0)).astype(int)
+    r, g, b = frame[centre[1] - 2 : centre[1] + 3, centre[0] - 2 : centre[0] + 3].reshape(-1, 3).mean(0)
+    assert r > g + 5 and r > b + 5
 
 
 def test_glasses_frames_stay_put_under_every_emotion(grace: Photo, portrait: Photo) -> None:
