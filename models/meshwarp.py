@@ -136,6 +136,9 @@ class MeshWarp:
             if cv2.pointPolygonTest(oval_path, (float(cen[0]), float(cen[1])), False) < 0:
                 tris.append(tuple(int(ring_ids[k]) for k in t))
         self.triangles = np.array(tris, dtype=np.int64)
+        f = self.src_xy[self.triangles]
+        e1, e2 = f[:, 1] - f[:, 0], f[:, 2] - f[:, 0]
+        self._src_det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]  # orientation in the photo
         # Region the warp can touch: the outermost ring's bounding box.
         outer = rings[-1]
         x0, y0 = np.floor(outer.min(0)).astype(int)
@@ -255,6 +258,12 @@ class MeshWarp:
         zt = np.concatenate([depth, np.full(len(self._ring_src), depth.max())])
         order = np.argsort(-zt[tri].mean(1), kind="stable")
         order = order[ok[order]]
+        # A triangle the expression turned over (a lip pushed past the skin below it) shows the
+        # photo mirrored, a sliver that reads as a drip or a speck; where it folds over its
+        # neighbours they cover it the right way round. Drawn first, it fills only what nothing
+        # else covers (an embedded mesh leaves no such pixel; the photo's own folds may).
+        turned = (det * self._src_det < 0.0)[order]
+        order = np.concatenate([order[turned], order[~turned]])
         ids = self._ids
         ids.fill(0)
         shift = 4

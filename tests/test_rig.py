@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -10,6 +11,7 @@ from models.meshwarp import MeshWarp
 from models.rig import (
     BLENDSHAPE_NAMES,
     EMOTIONS,
+    FACE_OVAL,
     LOWER_INNER_LIP,
     NUM_BLENDSHAPES,
     REGIONS,
@@ -243,3 +245,33 @@ def test_mouth_curve_seen_by_detector(warp: MeshWarp, landmarker: FaceLandmarker
     r = np.corrcoef(curve, aperture)[0, 1]
     print(f"jawOpen vs detected aperture correlation: {r:.4f}")
     assert r > 0.9
+
+
+def test_triangles_an_expression_turns_over_show_only_where_nothing_else_does(warp: MeshWarp) -> None:
+    """Wide expressions push a lip past the skin below it or a lid past its crease: the triangles
+    there turn over, and drawn at their depth they showed a mirrored sliver of the photo (a white
+    drip under an open mouth, dark specks at its corners). They are drawn first, so the triangles
+    folded over them the right way round cover most of what they would show, and no hole opens."""
+    s = warp.src_xy[warp.triangles]
+    f1, f2 = s[:, 1] - s[:, 0], s[:, 2] - s[:, 0]
+    src_det = f1[:, 0] * f2[:, 1] - f1[:, 1] * f2[:, 0]
+    shown = area = 0.0
+    for emotion in ("fear", "surprised", "happy", "sad", "disgusted"):
+        e = emotion_coefficients(emotion, 1.0)
+        tgt, _ = warp.target_vertices(e, np.zeros(6))
+        t = tgt[warp.triangles]
+        e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+        det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+        turned = np.nonzero(det * src_det < 0)[0]
+        warp.render(e)
+        ids = warp._ids  # triangle id + 1 per warp-map pixel, before pinholes are filled
+        shown += float(np.isin(ids, turned + 1).sum())
+        area += float(np.abs(det[turned]).sum()) / 2 * warp.config.map_scale**2
+        # No hole: inside the face oval every map pixel belongs to some triangle.
+        bx0, by0 = warp._box[:2]
+        oval = np.round((tgt[list(FACE_OVAL)] - [bx0, by0]) * warp.config.map_scale).astype(np.int32)
+        inside = np.zeros_like(ids, dtype=np.uint8)
+        cv2.fillPoly(inside, [oval], 1)
+        assert (ids[cv2.erode(inside, np.ones((3, 3), np.uint8)) > 0] == 0).sum() <= 2, emotion
+    assert area > 300.0, "these expressions must turn some triangles over for this test"
+    assert shown < 0.3 * area  # (at their depth they showed 0.6 of it)
