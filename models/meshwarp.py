@@ -59,6 +59,51 @@ class MeshWarpConfig:
             raise ValueError("the outermost ring must stay put (ring_follow[-1] == 0)")
 
 
+class _LidGap:
+    """Keeps the skin between each upper lid and its brow from folding over the lid.
+
+    Brows drawn hard down (anger) over lids raised to glare meet the lid: the skin between them
+    turned over, and its triangles, drawn by depth, cut a stair-stepped edge along the lid. Each
+    vertex above a lid (up to the brow's top, canonical frame) keeps at least ``keep`` of its
+    relaxed height above the lid below it: the band bunches up but stays in order. Lids, eyes and
+    everything else are untouched, so the landmarks the layers paint from stay the rig's.
+    """
+
+    def __init__(self, neutral: np.ndarray, keep: float = 0.3) -> None:
+        self.keep = keep
+        contour = set(
+            EYE_RIGHT_UPPER + EYE_RIGHT_LOWER + EYE_LEFT_UPPER + EYE_LEFT_LOWER + IRIS_RIGHT + IRIS_LEFT
+        )
+        others = np.array([k for k in range(len(neutral)) if k not in contour])
+        vert, lid_a, lid_b, frac, height = [], [], [], [], []
+        for upper in (EYE_RIGHT_UPPER, EYE_LEFT_UPPER):
+            chain = np.array(upper)[np.argsort(neutral[list(upper), 0])]
+            cx, cy = neutral[chain, 0], neutral[chain, 1]
+            x, y = neutral[others, 0], neutral[others, 1]
+            d = np.interp(x, cx, cy) - y  # height above the lid (IOD); beyond the corners, theirs
+            take = (x > cx[0] - 0.08) & (x < cx[-1] + 0.08) & (d > 0.005) & (d < 0.45)
+            j = np.clip(np.searchsorted(cx, x[take]) - 1, 0, len(cx) - 2)
+            t = np.clip((x[take] - cx[j]) / np.maximum(cx[j + 1] - cx[j], 1e-9), 0.0, 1.0)
+            vert.append(others[take])
+            lid_a.append(chain[j])
+            lid_b.append(chain[j + 1])
+            frac.append(t)
+            height.append(d[take])
+        self.vert, self.lid_a, self.lid_b = np.concatenate(vert), np.concatenate(lid_a), np.concatenate(lid_b)
+        self.frac, self.height = np.concatenate(frac), np.concatenate(height)
+
+    def __call__(self, shape: np.ndarray) -> np.ndarray:
+        """A copy of canonical shape (478, 3) with the lid bands unfolded."""
+        lid = shape[self.lid_a, 1] * (1.0 - self.frac) + shape[self.lid_b, 1] * self.frac
+        y = shape[self.vert, 1]
+        top = lid - self.keep * self.height
+        if not (y > top).any():
+            return shape
+        out = shape.copy()
+        out[self.vert, 1] = np.minimum(y, top)
+        return out
+
+
 def _hole_quads(upper: tuple[int, ...], lower: tuple[int, ...]) -> list[tuple[int, int, int]]:
     """Triangles filling the opening between two index chains that share their end points."""
     tris = []
@@ -136,9 +181,15 @@ class MeshWarp:
             if cv2.pointPolygonTest(oval_path, (float(cen[0]), float(cen[1])), False) < 0:
                 tris.append(tuple(int(ring_ids[k]) for k in t))
         self.triangles = np.array(tris, dtype=np.int64)
+        self._lid_gap = _LidGap(self.rig.neutral)
         f = self.src_xy[self.triangles]
         e1, e2 = f[:, 1] - f[:, 0], f[:, 2] - f[:, 0]
         self._src_det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]  # orientation in the photo
+        # Each triangle's box in the photo (a pixel of slack), by map id: 0 is outside every one.
+        lo = np.concatenate([[[-1e6, -1e6]], f.min(1) - 1.0]).astype(np.float32)
+        hi = np.concatenate([[[1e6, 1e6]], f.max(1) + 1.0]).astype(np.float32)
+        self._src_x = (np.ascontiguousarray(lo[:, 0]), np.ascontiguousarray(hi[:, 0]))
+        self._src_y = (np.ascontiguousarray(lo[:, 1]), np.ascontiguousarray(hi[:, 1]))
         # Region the warp can touch: the outermost ring's bounding box.
         outer = rings[-1]
         x0, y0 = np.floor(outer.min(0)).astype(int)
@@ -199,7 +250,7 @@ class MeshWarp:
     # ------------------------------------------------------------------------------------
     def target_vertices(self, exp: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Target (N, 2) pixel positions of all warp vertices and the landmarks (478, 3)."""
-        lm = self.rig.landmarks(exp, pose)
+        lm = self.rig.to_image(self._lid_gap(self.rig.shape(exp)), pose)
         disp = lm[list(FACE_OVAL), :2] - self.src_xy[list(FACE_OVAL)]
         ring_disp = np.tile(disp, (len(self.config.ring_scales), 1)) * self._ring_follow[:, None]
         tgt = np.concatenate([lm[:, :2], self._ring_src + ring_disp])
@@ -278,6 +329,12 @@ class MeshWarp:
         gx, gy = self._gx, self._gy
         mx = m[..., 0, 0] * gx + m[..., 0, 1] * gy + m[..., 0, 2]
         my = m[..., 1, 0] * gx + m[..., 1, 1] * gy + m[..., 1, 2]
+        # A pixel maps into its own triangle in the photo: a nearly flat triangle rasterises a
+        # pixel or two beyond its true edge, and its steep map flung those far across the photo
+        # (specks of background colour along a lid squeezed by lowered brows).
+        for mc, lo, hi in ((mx, *self._src_x), (my, *self._src_y)):
+            np.maximum(mc, np.take(lo, ids), out=mc)
+            np.minimum(mc, np.take(hi, ids), out=mc)
         if s != 1.0:
             mx = cv2.resize(mx, (self._full_w, self._full_h), interpolation=cv2.INTER_LINEAR)
             my = cv2.resize(my, (self._full_w, self._full_h), interpolation=cv2.INTER_LINEAR)

@@ -11,6 +11,8 @@ from models.meshwarp import MeshWarp
 from models.rig import (
     BLENDSHAPE_NAMES,
     EMOTIONS,
+    EYE_LEFT_UPPER,
+    EYE_RIGHT_UPPER,
     FACE_OVAL,
     LOWER_INNER_LIP,
     NUM_BLENDSHAPES,
@@ -275,3 +277,60 @@ def test_triangles_an_expression_turns_over_show_only_where_nothing_else_does(wa
         assert (ids[cv2.erode(inside, np.ones((3, 3), np.uint8)) > 0] == 0).sum() <= 2, emotion
     assert area > 300.0, "these expressions must turn some triangles over for this test"
     assert shown < 0.3 * area  # (at their depth they showed 0.6 of it)
+
+
+def _shape_turned(warp: MeshWarp, lm: np.ndarray, keep: np.ndarray) -> int:
+    """How many triangles with all their vertices in ``keep`` (bool per vertex) lm turns over
+    visibly (more than a sliver of 5 pixels' area)."""
+    tri = warp.triangles[
+        np.all(keep[np.minimum(warp.triangles, len(keep) - 1)], axis=1)
+        & np.all(warp.triangles < len(keep), axis=1)
+    ]
+    s, t = warp.src_xy[tri], lm[tri, :2]
+    ds = (s[:, 1, 0] - s[:, 0, 0]) * (s[:, 2, 1] - s[:, 0, 1]) - (s[:, 1, 1] - s[:, 0, 1]) * (
+        s[:, 2, 0] - s[:, 0, 0]
+    )
+    dt = (t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1]) - (t[:, 1, 1] - t[:, 0, 1]) * (
+        t[:, 2, 0] - t[:, 0, 0]
+    )
+    return int(((ds * dt < 0) & (np.abs(dt) > 10.0)).sum())  # (dt: twice the area)
+
+
+def test_lowered_brows_bunch_the_skin_above_the_lids_without_folding_it(warp: MeshWarp) -> None:
+    """Anger draws the brows down over lids raised to glare: the skin between them once turned
+    over, and drawn by depth it cut a stair-stepped edge along the lid. It bunches up instead."""
+    e = emotion_coefficients("angry", 1.0)
+    gap = warp._lid_gap
+    band = np.zeros(len(warp.rig.neutral), dtype=bool)
+    band[gap.vert] = True
+    band[list(EYE_RIGHT_UPPER + EYE_LEFT_UPPER)] = True
+    plain = warp.rig.landmarks(e, np.zeros(6))
+    assert _shape_turned(warp, plain, band) > 0, "anger must fold the band unconstrained for this test"
+    _, lm = warp.target_vertices(e, np.zeros(6))
+    assert _shape_turned(warp, lm, band) == 0
+    # Every vertex of the band keeps a part of its height above the lid (canonical frame).
+    shape = warp.rig.to_canonical(lm)
+    lid = shape[gap.lid_a, 1] * (1 - gap.frac) + shape[gap.lid_b, 1] * gap.frac
+    assert np.all(lid - shape[gap.vert, 1] >= gap.keep * gap.height - 1e-6)
+    # ...and an expression that leaves the band room moves no vertex of it.
+    calm = emotion_coefficients("happy", 1.0)
+    np.testing.assert_allclose(
+        warp.target_vertices(calm, np.zeros(6))[1], warp.rig.landmarks(calm, np.zeros(6))
+    )
+
+
+@pytest.mark.parametrize("emotion", ["angry", "fear", "surprised", "disgusted"])
+def test_every_pixel_comes_from_near_where_its_neighbours_do(warp: MeshWarp, emotion: str) -> None:
+    """Warp a photo whose colours are its own pixel coordinates: the warped colours say where in
+    the photo each pixel came from. Nearly flat triangles once flung a pixel or two hundreds of
+    pixels across the photo (specks of background colour along a squeezed lid)."""
+    h, w = warp.height, warp.width
+    yy, xx = np.mgrid[0:h, 0:w]
+    coords = np.stack([xx // 2, yy // 2, np.zeros_like(xx)], axis=-1).astype(np.uint8)
+    tgt, lm = warp.target_vertices(emotion_coefficients(emotion, 1.0), np.zeros(6))
+    came = warp._warp(tgt, lm[:, 2], coords)[..., :2].astype(np.float32) * 2.0
+    near = np.stack(
+        [cv2.medianBlur(np.ascontiguousarray(came[..., c] / 2).astype(np.uint8), 5) for c in (0, 1)], -1
+    )
+    jump = np.abs(came - near.astype(np.float32) * 2.0).max(-1)
+    assert jump.max() <= 12.0
