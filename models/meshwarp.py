@@ -185,6 +185,19 @@ class MeshWarp:
         f = self.src_xy[self.triangles]
         e1, e2 = f[:, 1] - f[:, 0], f[:, 2] - f[:, 0]
         self._src_det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]  # orientation in the photo
+        # Map-id pairs (sorted keys) of triangles that share a vertex: the map is continuous
+        # between them, and apart across any other pair.
+        by_vertex: dict[int, list[int]] = {}
+        for t, tri in enumerate(self.triangles):
+            for v in tri:
+                by_vertex.setdefault(int(v), []).append(t + 1)
+        keys = {
+            min(a, b) * (len(self.triangles) + 2) + max(a, b)
+            for group in by_vertex.values()
+            for a in group
+            for b in group
+        }
+        self._touching = np.array(sorted(keys), dtype=np.int64)
         # Each triangle's box in the photo (a pixel of slack), by map id: 0 is outside every one.
         lo = np.concatenate([[[-1e6, -1e6]], f.min(1) - 1.0]).astype(np.float32)
         hi = np.concatenate([[[1e6, 1e6]], f.max(1) + 1.0]).astype(np.float32)
@@ -223,6 +236,11 @@ class MeshWarp:
         self._kernel = np.ones((3, 3), dtype=np.uint8)
         self._full_w = bx1 - bx0
         self._full_h = by1 - by0
+        # The map sample nearest each full-resolution row and column (non-decreasing).
+        self._nearest = (
+            np.clip(np.floor((np.arange(self._full_h) + 0.5) * s), 0, self._mh - 1).astype(np.intp),
+            np.clip(np.floor((np.arange(self._full_w) + 0.5) * s), 0, self._mw - 1).astype(np.intp),
+        )
 
     def fitting_rig(
         self,
@@ -280,6 +298,57 @@ class MeshWarp:
             self.glasses.paint(frame, self._rest_landmarks, self.rig.landmarks(still, pose))
         return frame
 
+    def _upsample(
+        self, mx: np.ndarray, my: np.ndarray, ids: np.ndarray, table: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The half-resolution map brought to full resolution: bilinear, except across a cut.
+
+        Where neighbouring map samples come from triangles that share no vertex (lips that meet
+        over a mouth the photo shows open), interpolating between them samples the photo in
+        between: a dark stair-stepped line of the photo's open mouth along closed lips. Those
+        pixels take the exact map of the triangle under them instead.
+        """
+        size = (self._full_w, self._full_h)
+        # (Only neighbours whose samples lie far apart in the photo can be across a cut.)
+        far = 3.5 / self.config.map_scale  # photo pixels between neighbouring samples; 1 / scale when still
+        step_x = cv2.add(cv2.absdiff(mx[:, 1:], mx[:, :-1]), cv2.absdiff(my[:, 1:], my[:, :-1])) > far
+        step_y = cv2.add(cv2.absdiff(mx[1:], mx[:-1]), cv2.absdiff(my[1:], my[:-1])) > far
+        mx = cv2.resize(mx, size, interpolation=cv2.INTER_LINEAR)
+        my = cv2.resize(my, size, interpolation=cv2.INTER_LINEAR)
+        cut = np.zeros(ids.shape, dtype=bool)
+        for a, b, step, at_a, at_b in (
+            (ids[:, :-1], ids[:, 1:], step_x, cut[:, :-1], cut[:, 1:]),
+            (ids[:-1], ids[1:], step_y, cut[:-1], cut[1:]),
+        ):
+            pair = np.nonzero(step)
+            pair = tuple(p[(a[pair] > 0) & (b[pair] > 0)] for p in pair)
+            if len(pair[0]) == 0:
+                continue
+            ta, tb = a[pair].astype(np.int64), b[pair].astype(np.int64)
+            key = np.minimum(ta, tb) * (len(table) + 1) + np.maximum(ta, tb)
+            k = np.minimum(np.searchsorted(self._touching, key), len(self._touching) - 1)
+            apart = self._touching[k] != key
+            at_a[pair[0][apart], pair[1][apart]] = True
+            at_b[pair[0][apart], pair[1][apart]] = True
+        rows, cols = np.nonzero(cut)
+        if len(rows) == 0:
+            return mx, my
+        # Full-resolution pixels of the cut samples' cells (each takes its nearest sample).
+        near_r, near_c = self._nearest
+        r0, r1 = np.searchsorted(near_r, [rows.min(), rows.max() + 1])
+        c0, c1 = np.searchsorted(near_c, [cols.min(), cols.max() + 1])
+        yy, xx = np.nonzero(cut[near_r[r0:r1, None], near_c[None, c0:c1]])
+        yy += r0
+        xx += c0
+        tri = ids[near_r[yy], near_c[xx]]
+        m = table[tri]
+        x = (xx + self._box[0]).astype(np.float32)
+        y = (yy + self._box[1]).astype(np.float32)
+        for mc, row, (lo, hi) in ((mx, 0, self._src_x), (my, 1, self._src_y)):
+            exact = m[:, row, 0] * x + m[:, row, 1] * y + m[:, row, 2]
+            mc[yy, xx] = np.clip(exact, lo[tri], hi[tri])
+        return mx, my
+
     def _warp(self, tgt: np.ndarray, depth: np.ndarray, source: np.ndarray | None = None) -> np.ndarray:
         s = self.config.map_scale
         bx0, by0, bx1, by1 = self._box
@@ -336,8 +405,7 @@ class MeshWarp:
             np.maximum(mc, np.take(lo, ids), out=mc)
             np.minimum(mc, np.take(hi, ids), out=mc)
         if s != 1.0:
-            mx = cv2.resize(mx, (self._full_w, self._full_h), interpolation=cv2.INTER_LINEAR)
-            my = cv2.resize(my, (self._full_w, self._full_h), interpolation=cv2.INTER_LINEAR)
+            mx, my = self._upsample(mx, my, ids, table)
         m1, m2 = cv2.convertMaps(mx, my, cv2.CV_16SC2)
         source = self.image if source is None else source
         frame = source.copy()

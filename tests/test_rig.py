@@ -333,4 +333,26 @@ def test_every_pixel_comes_from_near_where_its_neighbours_do(warp: MeshWarp, emo
         [cv2.medianBlur(np.ascontiguousarray(came[..., c] / 2).astype(np.uint8), 5) for c in (0, 1)], -1
     )
     jump = np.abs(came - near.astype(np.float32) * 2.0).max(-1)
-    assert jump.max() <= 12.0
+    # (Across a cut, lips closed over the photo's open mouth, it may jump by that opening.)
+    assert jump.max() <= 0.3 * warp.rig.iod
+
+
+def test_closed_lips_of_a_photo_with_an_open_mouth_never_sample_its_opening(
+    warp: MeshWarp, portrait: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """The portrait smiles with its mouth open; closed, its lips meet where the photo shows teeth.
+    Interpolating the half-resolution map across that cut sampled the opening in between: a dark
+    stair-stepped line along the lips (60-140 pixels on the bundled and two other photos)."""
+    _, landmarks = portrait
+    h, w = warp.height, warp.width
+    yy, xx = np.mgrid[0:h, 0:w]
+    coords = np.stack([xx // 2, yy // 2, np.zeros_like(xx)], axis=-1).astype(np.uint8)
+    inner = np.concatenate([landmarks[list(UPPER_INNER_LIP), :2], landmarks[list(LOWER_INNER_LIP[::-1]), :2]])
+    opening = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(opening, [np.round(inner).astype(np.int32)], 1)
+    opening = cv2.erode(opening, np.ones((5, 5), np.uint8))
+    assert opening.sum() > 300, "the photo's mouth must be open for this test"
+    for emotion in ("neutral", "angry", "sad"):
+        tgt, lm = warp.target_vertices(emotion_coefficients(emotion, 1.0), np.zeros(6))
+        came = warp._warp(tgt, lm[:, 2], coords)[..., :2].astype(int) * 2
+        assert opening[came[..., 1], came[..., 0]].sum() <= 10, emotion
