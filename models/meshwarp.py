@@ -185,19 +185,6 @@ class MeshWarp:
         f = self.src_xy[self.triangles]
         e1, e2 = f[:, 1] - f[:, 0], f[:, 2] - f[:, 0]
         self._src_det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]  # orientation in the photo
-        # Map-id pairs (sorted keys) of triangles that share a vertex: the map is continuous
-        # between them, and apart across any other pair.
-        by_vertex: dict[int, list[int]] = {}
-        for t, tri in enumerate(self.triangles):
-            for v in tri:
-                by_vertex.setdefault(int(v), []).append(t + 1)
-        keys = {
-            min(a, b) * (len(self.triangles) + 2) + max(a, b)
-            for group in by_vertex.values()
-            for a in group
-            for b in group
-        }
-        self._touching = np.array(sorted(keys), dtype=np.int64)
         # (Cuts are mended between lip triangles only: a silhouette folded by the head's turn, the
         # nose over a cheek, blends better than it steps.)
         ring = src[list(UPPER_OUTER_LIP + LOWER_OUTER_LIP[::-1]), :2].astype(np.float32).reshape(-1, 1, 2)
@@ -330,13 +317,13 @@ class MeshWarp:
             (ids[:-1], ids[1:], step_y, cut[:-1], cut[1:]),
         ):
             pair = np.nonzero(step)
-            pair = tuple(p[(a[pair] > 0) & (b[pair] > 0)] for p in pair)
-            if len(pair[0]) == 0:
+            ta, tb = a[pair], b[pair]
+            lips = self._lip_ids[ta] & self._lip_ids[tb]  # (id 0, outside every triangle, is none)
+            if not lips.any():
                 continue
-            ta, tb = a[pair].astype(np.int64), b[pair].astype(np.int64)
-            key = np.minimum(ta, tb) * (len(table) + 1) + np.maximum(ta, tb)
-            k = np.minimum(np.searchsorted(self._touching, key), len(self._touching) - 1)
-            apart = (self._touching[k] != key) & self._lip_ids[ta] & self._lip_ids[tb]
+            # (ids are triangle + 1; triangles that share a vertex meet, their maps agree there)
+            va, vb = self.triangles[ta - 1], self.triangles[tb - 1]
+            apart = lips & ~(va[:, :, None] == vb[:, None, :]).any((1, 2))
             at_a[pair[0][apart], pair[1][apart]] = True
             at_b[pair[0][apart], pair[1][apart]] = True
         rows, cols = np.nonzero(cut)
